@@ -1,0 +1,110 @@
+"""TDMPC2WorldModel: presets, layout, task conditioning, reward decoding, errors."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from tests.conftest import DEVICES
+from torchrl_pwm.modules import WORLD_MODEL_PRESETS, SimNorm, TDMPC2WorldModel, symexp
+
+# TD-MPC2's own parameter counts of its presets on the 80-task set (obs 39, action 6, 80 tasks,
+# task_dim 96), as computed from its MODEL_SIZE table.
+TDMPC2_COUNTS = {"1M": 1.44e6, "5M": 5.39e6, "19M": 18.97e6, "48M": 48.79e6, "317M": 317.38e6}
+NOMINAL = {"1M": 1e6, "5M": 5e6, "19M": 19e6, "48M": 48e6, "317M": 317e6}
+
+
+@pytest.mark.parametrize("size", list(WORLD_MODEL_PRESETS))
+def test_preset_parameter_counts(size):
+    wm = TDMPC2WorldModel(39, 6, size=size, num_tasks=80, task_dim=96, value_heads=True)
+    total = wm.num_parameters("all")
+    assert abs(total - TDMPC2_COUNTS[size]) / TDMPC2_COUNTS[size] < 0.005
+    if size != "1M":  # TD-MPC2's "1M" is 1.44M itself
+        assert abs(total - NOMINAL[size]) / NOMINAL[size] < 0.10
+    assert total == wm.num_parameters("world_model") + wm.num_parameters("value_heads")
+    with pytest.raises(ValueError, match="part must be"):
+        wm.num_parameters("encoder")
+
+
+def test_layout_matches_tdmpc2():
+    wm = TDMPC2WorldModel(17, 6, size="5M")
+    enc = wm.encoder.module.net
+    assert enc[0].in_features == 17 and enc[0].out_features == 256
+    assert isinstance(enc[-1], SimNorm) and enc[-3].out_features == 512
+    dyn = wm.get_transition_model_operator().module.net
+    assert dyn[0].in_features == 512 + 6 and isinstance(dyn[-1], SimNorm)
+    rew = wm.get_reward_operator().module.net
+    assert rew[-1].out_features == 101 and rew[-1].weight.abs().sum() == 0
+    assert abs(dyn[0].weight.std().item() - 0.02) < 2e-3 and dyn[0].bias.abs().sum() == 0
+
+
+def test_keys_and_functional_api_agree():
+    wm = TDMPC2WorldModel(5, 2, size="1M")
+    torch.nn.init.normal_(wm.get_reward_operator().module.net[-1].weight)
+    td = TensorDict(observation=torch.randn(3, 5), action=torch.rand(3, 2), batch_size=[3])
+    td = wm(wm.encoder(td))
+    z = wm.encode(td["observation"])
+    torch.testing.assert_close(td["latent"], z)
+    torch.testing.assert_close(td["next", "latent"], wm.next(z, td["action"]))
+    torch.testing.assert_close(td["reward"], wm.reward(z, td["action"]))
+    torch.testing.assert_close(td["reward_logits"], wm.reward_logits(z, td["action"]))
+    torch.testing.assert_close(td["next", "latent"].view(3, -1, 8).sum(-1), torch.ones(3, 16))
+
+
+def test_reward_space():
+    sym = TDMPC2WorldModel(5, 1, size="1M")
+    raw = TDMPC2WorldModel(5, 1, size="1M", reward_space="raw")
+    raw.load_state_dict(sym.state_dict())
+    bins = torch.linspace(-10, 10, 101)
+    logits = torch.randn(4, 101)
+    expected = (logits.softmax(-1) * bins).sum(-1, keepdim=True)
+    torch.testing.assert_close(sym.decode_reward(logits), expected)
+    torch.testing.assert_close(raw.decode_reward(logits), symexp(expected))
+    scalar = TDMPC2WorldModel(5, 1, size="1M", num_bins=0)
+    assert scalar.get_reward_operator().module.net[-1].out_features == 1
+    torch.testing.assert_close(scalar.decode_reward(logits[:, :1]), logits[:, :1])
+    with pytest.raises(ValueError, match="reward_space"):
+        TDMPC2WorldModel(5, 1, reward_space="log")
+
+
+def test_multitask_embedding_and_action_mask():
+    wm = TDMPC2WorldModel(8, 3, size="1M", num_tasks=2, task_dim=16, action_dims=[3, 1])
+    z = torch.randn(4, 128).softmax(-1)
+    a = torch.rand(4, 3)
+    a_other = a.clone()
+    a_other[:, 1:] = -a_other[:, 1:]  # differs only in dims masked for task 1
+    t1 = torch.ones(4, dtype=torch.long)
+    torch.testing.assert_close(wm.next(z, a, t1), wm.next(z, a_other, t1))
+    t0 = torch.zeros(4, dtype=torch.long)
+    assert not torch.allclose(wm.next(z, a, t0), wm.next(z, a_other, t0))
+    # tasks change the encoding; [B, 1] task ids are accepted; rows have norm <= 1 (max_norm)
+    obs = torch.randn(4, 8)
+    assert not torch.allclose(wm.encode(obs, t0), wm.encode(obs, t1))
+    torch.testing.assert_close(wm.encode(obs, t1), wm.encode(obs, t1[:, None]))
+    assert (wm.task_conditioning.embedding.weight.norm(dim=-1) <= 1 + 1e-5).all()
+    with pytest.raises(TypeError, match="integers"):
+        wm.encode(obs, torch.zeros(4))
+    with pytest.raises(ValueError, match="entries for 2 tasks"):
+        TDMPC2WorldModel(8, 3, num_tasks=2, action_dims=[3])
+
+
+def test_bad_inputs_have_clear_errors():
+    wm = TDMPC2WorldModel(5, 1, size="1M")
+    with pytest.raises(ValueError, match="observations of size 5"):
+        wm.encode(torch.randn(2, 7))
+    with pytest.raises(ValueError, match="Unknown world-model size"):
+        TDMPC2WorldModel(5, 1, size="7M")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        TDMPC2WorldModel(5, 1, latent_dim=100)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_state_dict_round_trip_and_device(device):
+    wm = TDMPC2WorldModel(5, 2, size="1M", num_tasks=3, value_heads=True)
+    wm2 = TDMPC2WorldModel(5, 2, size="1M", num_tasks=3, value_heads=True)
+    wm2.load_state_dict(wm.state_dict())
+    obs, task = torch.randn(4, 5), torch.tensor([0, 1, 2, 1])
+    torch.testing.assert_close(wm.encode(obs, task), wm2.encode(obs, task))
+    wm2 = wm2.to(device)
+    out = wm2.encode(obs.to(device), task.to(device))
+    assert out.device.type == device
+    torch.testing.assert_close(out.cpu(), wm.encode(obs, task))

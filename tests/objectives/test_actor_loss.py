@@ -1,0 +1,172 @@
+"""FirstOrderActorLoss against a closed-form linear-quadratic system and finite differences."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.objectives import ValueEstimators
+
+from tests.objectives._systems import LinearSystem
+from torchrl_pwm.objectives import FirstOrderActorLoss
+
+H, GAMMA = 5, 0.9
+# a float64 gamma: TorchRL stores it as a tensor, and float32(0.9) is 0.9 only to 1e-8
+GAMMA_T = torch.tensor(GAMMA, dtype=torch.float64)
+
+
+def _loss(system, **kwargs):
+    loss = FirstOrderActorLoss(
+        system.actor, system.critic, system.env, imagination_horizon=H, **kwargs
+    )
+    loss.make_value_estimator(ValueEstimators.TD1, gamma=GAMMA_T)
+    return loss.double()  # the estimator's gamma and the running statistics in float64
+
+
+def _start(n=6, dim=4):
+    return TensorDict(
+        observation=torch.randn(
+            n, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+        ),
+        batch_size=[n],
+    )
+
+
+def test_loss_equals_closed_form_return():
+    system = LinearSystem()
+    start = _start()
+    loss = _loss(system, normalize_returns=False)
+    out = loss(start)
+    expected_j = system.objective(start["observation"], H, GAMMA)
+    torch.testing.assert_close(out["loss_actor"], -expected_j.mean() / H, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out["imagined_return"], expected_j.mean(), rtol=1e-10, atol=1e-12)
+    # the γ^H bootstrap: dropping it (w = 0) changes the loss by exactly mean(γ^H V(z_H))/H
+    traj = out["imagined_trajectory"]
+    z_h = traj["next", "latent"][:, -1]
+    torch.testing.assert_close(
+        traj["next", "reward"].squeeze(-1) @ (GAMMA ** torch.arange(H, dtype=torch.float64))
+        + GAMMA**H * (z_h @ system.w),
+        expected_j.detach(),
+    )
+
+
+def _flat_grad(params):
+    return torch.cat([p.grad.reshape(-1) for p in params])
+
+
+def _finite_difference(params, fn, eps=1e-6):
+    grads = []
+    with torch.no_grad():
+        for p in params:
+            flat = p.view(-1)
+            for i in range(flat.numel()):
+                orig = flat[i].item()
+                flat[i] = orig + eps
+                up = fn()
+                flat[i] = orig - eps
+                down = fn()
+                flat[i] = orig
+                grads.append((up - down) / (2 * eps))
+    return torch.stack(grads)
+
+
+def test_gradient_matches_finite_differences():
+    system = LinearSystem()
+    start = _start()
+    loss = _loss(system, normalize_returns=False, detach_policy_input=False)
+    params = list(system.policy_mean.parameters())
+    loss(start)["loss_actor"].backward()
+    analytic = _flat_grad(params)
+
+    def closed_form_loss():
+        return -system.objective(start["observation"], H, GAMMA).mean() / H
+
+    numeric = _finite_difference(params, closed_form_loss)
+    rel = (analytic - numeric).norm() / numeric.norm()
+    assert rel <= 1e-6, rel
+    assert system.actor.module[0].module.log_std.grad is not None
+
+
+def test_detached_policy_input_gradient():
+    """With detach_policy_input, the actor's input at each step is a constant z̄_h."""
+    system = LinearSystem()
+    start = _start()
+    loss = _loss(system, normalize_returns=False, detach_policy_input=True)
+    params = list(system.policy_mean.parameters())
+    loss(start)["loss_actor"].backward()
+    analytic = _flat_grad(params)
+    fixed = system.latents(start["observation"], H)
+
+    def fixed_input_loss():
+        return -system.objective(start["observation"], H, GAMMA, policy_inputs=fixed).mean() / H
+
+    numeric = _finite_difference(params, fixed_input_loss)
+    assert (analytic - numeric).norm() / numeric.norm() <= 1e-6
+    # ... and it is not the full gradient
+    for p in params:
+        p.grad = None
+    _loss(system, normalize_returns=False, detach_policy_input=False)(start)[
+        "loss_actor"
+    ].backward()
+    assert not torch.allclose(_flat_grad(params), analytic)
+
+
+def test_running_return_normalisation():
+    system = LinearSystem()
+    loss = _loss(system, normalize_returns=True)
+    mean, var, count = 0.0, 1.0, 1e-4
+    for seed in (1, 2):
+        start = TensorDict(
+            observation=torch.randn(
+                6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+            ),
+            batch_size=[6],
+        )
+        ell = -system.objective(start["observation"], H, GAMMA).detach()
+        b_mean, b_var, b_count = ell.mean().item(), ell.var(unbiased=False).item(), 6
+        delta = b_mean - mean
+        total = count + b_count
+        var = (var * count + b_var * b_count + delta**2 * count * b_count / total) / total
+        mean, count = mean + delta * b_count / total, total
+        out = loss(start)
+        torch.testing.assert_close(
+            out["return_std"].item(), (var + 1e-5) ** 0.5, rtol=1e-10, atol=0
+        )
+        torch.testing.assert_close(
+            out["loss_actor"].item(), ell.mean().item() / (var + 1e-5) ** 0.5
+        )
+    # eval mode leaves the statistics alone
+    loss.eval()
+    before = loss.return_var.clone()
+    loss(start)
+    assert torch.equal(before, loss.return_var)
+
+
+def test_tdlambda_estimator_gives_lambda_return():
+    system = LinearSystem()
+    start = _start()
+    loss = FirstOrderActorLoss(
+        system.actor, system.critic, system.env, imagination_horizon=H, normalize_returns=False
+    )
+    loss.make_value_estimator(ValueEstimators.TDLambda, gamma=GAMMA_T, lmbda=1.0)
+    loss.double()
+    torch.testing.assert_close(
+        loss(start)["loss_actor"], _loss(system, normalize_returns=False)(start)["loss_actor"]
+    )
+    loss.make_value_estimator(ValueEstimators.TDLambda, gamma=GAMMA_T, lmbda=0.0)
+    loss.double()
+    traj = loss(start)["imagined_trajectory"]
+    one_step = traj["next", "reward"][:, 0, 0] + GAMMA * (traj["next", "latent"][:, 0] @ system.w)
+    torch.testing.assert_close(loss(start)["loss_actor"], -one_step.mean() / H)
+    with pytest.raises(NotImplementedError):
+        loss.make_value_estimator(ValueEstimators.GAE)
+
+
+def test_uses_start_latents_when_given():
+    system = LinearSystem()
+    start = _start()
+    loss = _loss(system, normalize_returns=False)
+    by_latent = loss(TensorDict(latent=start["observation"], batch_size=[6]))
+    torch.testing.assert_close(by_latent["loss_actor"], loss(start)["loss_actor"])
+    with pytest.raises(KeyError, match="start states"):
+        loss(TensorDict(pixels=torch.zeros(6, 4), batch_size=[6]))
+    with pytest.raises(ValueError, match="imagination_horizon"):
+        FirstOrderActorLoss(system.actor, system.critic, system.env, imagination_horizon=0)

@@ -1,0 +1,24 @@
+"""Networks: TD-MPC2's world model, PWM's actor and critic ensemble, and their blocks."""
+
+from torchrl_pwm.modules.actor import make_pwm_actor
+from torchrl_pwm.modules.functional import soft_cross_entropy, symexp, symlog, two_hot, two_hot_inv
+from torchrl_pwm.modules.layers import EnsembleMLP, SimNorm, normed_mlp, trunc_normal_init_
+from torchrl_pwm.modules.value import ValueEnsemble
+from torchrl_pwm.modules.world_model import WORLD_MODEL_PRESETS, TDMPC2WorldModel, WorldModelPreset
+
+__all__ = [
+    "WORLD_MODEL_PRESETS",
+    "EnsembleMLP",
+    "SimNorm",
+    "TDMPC2WorldModel",
+    "ValueEnsemble",
+    "WorldModelPreset",
+    "make_pwm_actor",
+    "normed_mlp",
+    "soft_cross_entropy",
+    "symexp",
+    "symlog",
+    "trunc_normal_init_",
+    "two_hot",
+    "two_hot_inv",
+]

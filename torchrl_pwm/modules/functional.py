@@ -1,0 +1,130 @@
+"""Pure tensor functions of TD-MPC2's value representation (no state, no modules).
+
+Rewards (and values) are regressed as a distribution over ``num_bins`` evenly spaced bins of
+the symlog space ``[vmin, vmax]``: a scalar ``x`` becomes the *two-hot* vector that puts the
+weights ``1 - δ`` and ``δ`` on the two bins around ``symlog(x)``. Predictions are decoded with
+the softmax expectation over the bins, optionally mapped back with ``symexp``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["soft_cross_entropy", "symexp", "symlog", "two_hot", "two_hot_inv"]
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * log(1 + |x|)``.
+
+    Examples:
+        >>> symlog(torch.tensor([-1.0, 0.0, 1.0]))
+        tensor([-0.6931,  0.0000,  0.6931])
+    """
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * (exp(|x|) - 1)``, the inverse of :func:`symlog`.
+
+    Examples:
+        >>> symexp(symlog(torch.tensor([-3.0, 0.5])))
+        tensor([-3.0000,  0.5000])
+    """
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+def two_hot(
+    x: torch.Tensor, num_bins: int = 101, vmin: float = -10.0, vmax: float = 10.0
+) -> torch.Tensor:
+    """Two-hot encoding of ``symlog(x)`` over ``linspace(vmin, vmax, num_bins)``.
+
+    Args:
+        x: scalars of shape ``[..., 1]`` (or ``[...]``; a trailing singleton is added).
+        num_bins: number of bins.
+        vmin, vmax: support in symlog space; values outside are clamped.
+
+    Returns:
+        a ``[..., num_bins]`` tensor of non-negative weights summing to one.
+
+    Examples:
+        >>> t = two_hot(torch.tensor([[0.0]]), num_bins=5, vmin=-2.0, vmax=2.0)
+        >>> t
+        tensor([[0., 0., 1., 0., 0.]])
+    """
+    if x.shape[-1:] != (1,):
+        x = x.unsqueeze(-1)
+    bin_size = (vmax - vmin) / (num_bins - 1)
+    s = symlog(x).clamp(vmin, vmax)
+    pos = (s - vmin) / bin_size
+    low = pos.floor().clamp(max=num_bins - 1)
+    delta = pos - low
+    low = low.long()
+    # At s == vmax, delta == 0 and the upper bin index would overflow: wrap it (TD-MPC2 does too).
+    high = (low + 1) % num_bins
+    out = torch.zeros(*x.shape[:-1], num_bins, device=x.device, dtype=x.dtype)
+    out.scatter_(-1, low, 1 - delta)
+    out.scatter_add_(-1, high, delta)
+    return out
+
+
+def two_hot_inv(
+    logits: torch.Tensor,
+    vmin: float = -10.0,
+    vmax: float = 10.0,
+    *,
+    apply_symexp: bool = True,
+) -> torch.Tensor:
+    """Decode two-hot logits: softmax expectation over the bins, then ``symexp``.
+
+    With ``apply_symexp=False`` the expectation stays in symlog space, as the original PWM code
+    decodes imagined rewards (``almost_two_hot_inv``).
+
+    Args:
+        logits: ``[..., num_bins]`` unnormalised log-probabilities.
+        vmin, vmax: support in symlog space.
+
+    Keyword Args:
+        apply_symexp: map the symlog-space expectation back to the raw scale.
+
+    Returns:
+        a ``[..., 1]`` tensor.
+
+    Examples:
+        >>> x = torch.tensor([[0.3], [-2.0]])
+        >>> logits = two_hot(x).clamp_min(1e-12).log()
+        >>> torch.allclose(two_hot_inv(logits), x, atol=1e-5)
+        True
+    """
+    num_bins = logits.shape[-1]
+    bins = torch.linspace(vmin, vmax, num_bins, device=logits.device, dtype=logits.dtype)
+    value = (logits.softmax(-1) * bins).sum(-1, keepdim=True)
+    return symexp(value) if apply_symexp else value
+
+
+def soft_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    vmin: float = -10.0,
+    vmax: float = 10.0,
+) -> torch.Tensor:
+    """Cross-entropy between ``logits`` and the two-hot encoding of the scalar ``target``.
+
+    Summed over the bins (TD-MPC2's ``soft_ce``), one value per sample.
+
+    Args:
+        logits: ``[..., num_bins]``.
+        target: scalars ``[..., 1]``.
+        vmin, vmax: support in symlog space.
+
+    Returns:
+        a ``[..., 1]`` tensor.
+
+    Examples:
+        >>> logits = torch.zeros(2, 101)
+        >>> soft_cross_entropy(logits, torch.zeros(2, 1))  # uniform prediction: log(101)
+        tensor([[4.6151],
+                [4.6151]])
+    """
+    target_probs = two_hot(target, logits.shape[-1], vmin, vmax)
+    return -(target_probs * F.log_softmax(logits, dim=-1)).sum(-1, keepdim=True)

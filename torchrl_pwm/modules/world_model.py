@@ -1,0 +1,360 @@
+"""TD-MPC2's implicit (decoder-free) world model as a TorchRL ``WorldModelWrapper``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.modules import WorldModelWrapper
+
+from torchrl_pwm.modules.functional import two_hot_inv
+from torchrl_pwm.modules.layers import EnsembleMLP, SimNorm, normed_mlp, trunc_normal_init_
+
+__all__ = ["WORLD_MODEL_PRESETS", "TDMPC2WorldModel", "WorldModelPreset"]
+
+
+@dataclass(frozen=True)
+class WorldModelPreset:
+    """Architecture of one TD-MPC2 size preset (``MODEL_SIZE`` in TD-MPC2)."""
+
+    enc_dim: int
+    mlp_dim: int
+    latent_dim: int
+    num_enc_layers: int
+    num_q: int
+
+
+#: TD-MPC2's size presets. The names count TD-MPC2's whole agent (encoder, dynamics, reward,
+#: policy prior and Q ensemble) on the 80-task set; see :class:`TDMPC2WorldModel`.
+WORLD_MODEL_PRESETS: dict[str, WorldModelPreset] = {
+    "1M": WorldModelPreset(256, 384, 128, 2, 2),
+    "5M": WorldModelPreset(256, 512, 512, 2, 5),
+    "19M": WorldModelPreset(1024, 1024, 768, 3, 5),
+    "48M": WorldModelPreset(1792, 1792, 768, 4, 5),
+    "317M": WorldModelPreset(4096, 4096, 1376, 5, 8),
+}
+
+
+class _TaskConditioning(nn.Module):
+    """Task embedding and action masks shared by every network of a multi-task model."""
+
+    def __init__(self, num_tasks: int, task_dim: int, action_dims: Sequence[int], action_dim: int):
+        super().__init__()
+        # max_norm=1 renormalises rows on lookup; TD-MPC2 checkpoints rely on it.
+        self.embedding = nn.Embedding(num_tasks, task_dim, max_norm=1)
+        masks = torch.zeros(num_tasks, action_dim)
+        for i, n in enumerate(action_dims):
+            masks[i, :n] = 1.0
+        self.register_buffer("action_masks", masks)
+
+    @staticmethod
+    def _index(task: torch.Tensor) -> torch.Tensor:
+        if task.dtype.is_floating_point:
+            raise TypeError(f"task ids must be integers, got dtype {task.dtype}.")
+        return task.squeeze(-1) if task.ndim and task.shape[-1] == 1 else task
+
+    def embed(self, task: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self._index(task).long())
+
+    def mask(self, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return action * self.action_masks[self._index(task).long()]
+
+
+class _Encoder(nn.Module):
+    def __init__(self, net: nn.Module, observation_dim: int, tasks: _TaskConditioning | None):
+        super().__init__()
+        self.net = net
+        self.observation_dim = observation_dim
+        self.__dict__["tasks"] = tasks  # owned by the world model, not registered twice
+
+    def forward(self, observation: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        if observation.shape[-1] != self.observation_dim:
+            raise ValueError(
+                f"The world model expects observations of size {self.observation_dim} "
+                f"(last dimension), got shape {tuple(observation.shape)}. Multi-task models "
+                "take observations zero-padded to the task set's largest observation."
+            )
+        if self.tasks is not None:
+            observation = torch.cat([observation, self.tasks.embed(task)], -1)
+        return self.net(observation)
+
+
+class _LatentActionNet(nn.Module):
+    """Runs ``net([z, e, a])`` (TD-MPC2's input order, which its checkpoints depend on)."""
+
+    def __init__(self, net: nn.Module, tasks: _TaskConditioning | None):
+        super().__init__()
+        self.net = net
+        self.__dict__["tasks"] = tasks
+
+    def features(
+        self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.tasks is None:
+            return torch.cat([latent, action], -1)
+        return torch.cat([latent, self.tasks.embed(task), self.tasks.mask(action, task)], -1)
+
+    def forward(
+        self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.net(self.features(latent, action, task))
+
+
+class _RewardHead(_LatentActionNet):
+    """Returns ``(decoded reward [..., 1], logits [..., num_bins or 1])``."""
+
+    def __init__(self, net, tasks, num_bins: int, vmin: float, vmax: float, reward_space: str):
+        super().__init__(net, tasks)
+        self.num_bins, self.vmin, self.vmax = num_bins, vmin, vmax
+        self.reward_space = reward_space
+
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.num_bins <= 1:
+            return logits
+        return two_hot_inv(logits, self.vmin, self.vmax, apply_symexp=self.reward_space == "raw")
+
+    def forward(self, latent, action, task=None):
+        logits = super().forward(latent, action, task)
+        return self.decode(logits), logits
+
+
+class TDMPC2WorldModel(WorldModelWrapper):
+    """TD-MPC2's latent world model: encoder ``E``, dynamics ``F`` and reward ``R``.
+
+    ``z = E(o, e)`` and ``z' = F(z, e, a)`` end with ``Linear → LayerNorm → SimNorm``; the reward
+    head ``R(z, e, a)`` predicts two-hot logits over ``num_bins`` symlog bins (or a scalar with
+    ``num_bins=0``). ``e`` is an optional task embedding (multi-task models); observations are
+    then zero-padded to the task set's largest observation and actions padded to its largest
+    action, the padded action entries being masked per task.
+
+    The module is a :class:`~torchrl.modules.WorldModelWrapper` of two ``TensorDictModule``
+    operators, both reading ``latent`` and ``action`` (and ``task``):
+
+    - transition: writes the next latent under ``("next", latent_key)``;
+    - reward: writes the decoded reward under ``reward_key`` and its logits under
+      ``"reward_logits"``. Rewards are decoded as the softmax expectation over the bins, in
+      symlog space (``reward_space="symlog"``, the original PWM code) or mapped back with
+      ``symexp`` (``reward_space="raw"``, TD-MPC2).
+
+    The encoder is the extra operator :attr:`encoder` (``observation → latent``). The
+    functional API mirrors TD-MPC2: :meth:`encode`, :meth:`next`, :meth:`reward`.
+
+    With ``value_heads=True`` the model also holds TD-MPC2's policy prior and Q ensemble
+    (``num_q`` members, two-hot logits), which TD-MPC2 trains jointly with the world model and
+    which its checkpoints contain. PWM's policy learning never uses them.
+
+    **What the preset names count.** TD-MPC2 names its sizes after the whole agent on the
+    80-task set (observations 39, actions 6, 80 tasks, task_dim 96). With
+    ``value_heads=True`` at those dimensions the parameter count is within 2% of the name
+    (1.44M, 5.39M, 18.97M, 48.79M, 317.4M). Encoder + dynamics + reward alone, which is what
+    PWM uses, is about a third of it (0.64M, 1.65M, 6.8M, 19.2M, 108M); see
+    :meth:`num_parameters`.
+
+    Args:
+        observation_dim: size of the (flat, padded) observation.
+        action_dim: size of the (padded) action.
+
+    Keyword Args:
+        size: a preset name of :data:`WORLD_MODEL_PRESETS` (default ``"5M"``); explicit
+            ``latent_dim``, ``enc_dim``, ``mlp_dim``, ``num_enc_layers`` override it.
+        num_bins: reward bins (101); ``0`` or ``1`` for a scalar reward head.
+        vmin, vmax: bin support in symlog space (-10, 10).
+        simplex_dim: SimNorm group size (8).
+        num_tasks: number of tasks; ``None`` for a single-task model (no embedding).
+        task_dim: task-embedding size (96; the released mt30 5M/19M/48M checkpoints use 64).
+        action_dims: valid action size per task, for the action masks (default: all).
+        reward_space: ``"symlog"`` (default) or ``"raw"``, see above.
+        value_heads: also build the policy prior and the Q ensemble.
+        observation_key, latent_key, action_key, reward_key, task_key: tensordict keys.
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> wm = TDMPC2WorldModel(5, 1, size="1M")
+        >>> td = TensorDict(observation=torch.randn(4, 5), action=torch.rand(4, 1), batch_size=[4])
+        >>> td = wm(wm.encoder(td))
+        >>> td["latent"].shape, td["next", "latent"].shape, td["reward"].shape
+        (torch.Size([4, 128]), torch.Size([4, 128]), torch.Size([4, 1]))
+        >>> r = wm.reward(td["latent"], td["action"])  # zero-initialised head: reward 0
+        >>> r.shape, bool(r.abs().max() < 1e-6)
+        (torch.Size([4, 1]), True)
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        *,
+        size: str | None = "5M",
+        latent_dim: int | None = None,
+        enc_dim: int | None = None,
+        mlp_dim: int | None = None,
+        num_enc_layers: int | None = None,
+        num_bins: int = 101,
+        vmin: float = -10.0,
+        vmax: float = 10.0,
+        simplex_dim: int = 8,
+        num_tasks: int | None = None,
+        task_dim: int = 96,
+        action_dims: Sequence[int] | None = None,
+        reward_space: str = "symlog",
+        value_heads: bool = False,
+        observation_key: NestedKey = "observation",
+        latent_key: NestedKey = "latent",
+        action_key: NestedKey = "action",
+        reward_key: NestedKey = "reward",
+        task_key: NestedKey = "task",
+    ) -> None:
+        if size is not None and size not in WORLD_MODEL_PRESETS:
+            raise ValueError(
+                f"Unknown world-model size {size!r}; choose one of {list(WORLD_MODEL_PRESETS)}."
+            )
+        if reward_space not in ("symlog", "raw"):
+            raise ValueError(f"reward_space must be 'symlog' or 'raw', got {reward_space!r}.")
+        preset = WORLD_MODEL_PRESETS[size or "5M"]
+        latent_dim = latent_dim or preset.latent_dim
+        enc_dim = enc_dim or preset.enc_dim
+        mlp_dim = mlp_dim or preset.mlp_dim
+        num_enc_layers = num_enc_layers or preset.num_enc_layers
+        if latent_dim % simplex_dim:
+            raise ValueError(f"latent_dim={latent_dim} must be a multiple of {simplex_dim}.")
+        multitask = num_tasks is not None
+        if multitask and action_dims is not None and len(action_dims) != num_tasks:
+            raise ValueError(f"action_dims has {len(action_dims)} entries for {num_tasks} tasks.")
+        tasks = (
+            _TaskConditioning(
+                num_tasks, task_dim, action_dims or [action_dim] * num_tasks, action_dim
+            )
+            if multitask
+            else None
+        )
+        e = task_dim if multitask else 0
+        out_bins = max(num_bins, 1)
+
+        encoder = _Encoder(
+            normed_mlp(
+                observation_dim + e,
+                [enc_dim] * max(num_enc_layers - 1, 1),
+                latent_dim,
+                last_activation=SimNorm(simplex_dim),
+            ),
+            observation_dim,
+            tasks,
+        )
+        dynamics = _LatentActionNet(
+            normed_mlp(
+                latent_dim + e + action_dim,
+                [mlp_dim, mlp_dim],
+                latent_dim,
+                last_activation=SimNorm(simplex_dim),
+            ),
+            tasks,
+        )
+        reward = _RewardHead(
+            normed_mlp(latent_dim + e + action_dim, [mlp_dim, mlp_dim], out_bins),
+            tasks,
+            num_bins,
+            vmin,
+            vmax,
+            reward_space,
+        )
+        for net in (encoder, dynamics, reward):
+            trunc_normal_init_(net)
+        nn.init.zeros_(reward.net[-1].weight)
+
+        task_in = [task_key] if multitask else []
+        super().__init__(
+            TensorDictModule(
+                dynamics,
+                in_keys=[latent_key, action_key, *task_in],
+                out_keys=[("next", latent_key)],
+            ),
+            TensorDictModule(
+                reward,
+                in_keys=[latent_key, action_key, *task_in],
+                out_keys=[reward_key, "reward_logits"],
+            ),
+        )
+        self.encoder = TensorDictModule(
+            encoder, in_keys=[observation_key, *task_in], out_keys=[latent_key]
+        )
+        self.task_conditioning = tasks
+        self.observation_dim, self.action_dim, self.latent_dim = (
+            observation_dim,
+            action_dim,
+            latent_dim,
+        )
+        self.num_bins, self.vmin, self.vmax = num_bins, vmin, vmax
+        self.num_tasks = num_tasks
+        self.observation_key, self.latent_key, self.action_key = (
+            observation_key,
+            latent_key,
+            action_key,
+        )
+        self.reward_key, self.task_key = reward_key, task_key
+        if value_heads:
+            if tasks is not None:
+                trunc_normal_init_(tasks)
+            self.policy_prior = trunc_normal_init_(
+                normed_mlp(latent_dim + e, [mlp_dim, mlp_dim], 2 * action_dim)
+            )
+            self.q_ensemble = EnsembleMLP(
+                preset.num_q,
+                latent_dim + e + action_dim,
+                [mlp_dim, mlp_dim],
+                out_bins,
+                norm_first=True,
+                dropout=0.01,
+                init="trunc_normal",
+                zero_last=True,
+            )
+        else:
+            self.policy_prior = None
+            self.q_ensemble = None
+
+    # -- functional API (TD-MPC2's) ------------------------------------------------------
+    def encode(self, observation: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """``z = E(o, e)``."""
+        return self.encoder.module(observation, task)
+
+    def next(
+        self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``z' = F(z, e, a)``."""
+        return self.get_transition_model_operator().module(latent, action, task)
+
+    def reward_logits(
+        self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Raw output of the reward head (two-hot logits, or the scalar reward)."""
+        head = self.get_reward_operator().module
+        return _LatentActionNet.forward(head, latent, action, task)
+
+    def reward(
+        self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Decoded reward ``R(z, e, a)`` of shape ``[..., 1]`` (see ``reward_space``)."""
+        return self.get_reward_operator().module(latent, action, task)[0]
+
+    def decode_reward(self, logits: torch.Tensor) -> torch.Tensor:
+        """Decode reward-head outputs as the imagination does."""
+        return self.get_reward_operator().module.decode(logits)
+
+    @property
+    def reward_space(self) -> str:
+        return self.get_reward_operator().module.reward_space
+
+    def num_parameters(self, part: str = "world_model") -> int:
+        """Parameter count of ``"world_model"`` (encoder, dynamics, reward, task embedding),
+        ``"value_heads"`` (policy prior and Q ensemble) or ``"all"``."""
+        heads = [m for m in (self.policy_prior, self.q_ensemble) if m is not None]
+        wm = [self.encoder, *self.module]
+        if self.task_conditioning is not None:
+            wm.append(self.task_conditioning)
+        groups = {"world_model": wm, "value_heads": heads, "all": wm + heads}
+        if part not in groups:
+            raise ValueError(f"part must be one of {list(groups)}, got {part!r}.")
+        return sum(p.numel() for m in groups[part] for p in m.parameters())
