@@ -1,0 +1,242 @@
+"""Online PWM: collect with the actor, learn a world model, train the actor through it.
+
+    python examples/pwm/train.py                                   # cartpole-swingup, ~10 min
+    python examples/pwm/train.py env.task=cheetah-run collector.total_env_steps=100000
+    python examples/pwm/train.py resume=true                        # continue a killed run
+
+Each piece is a TorchRL object from ``torchrl_pwm``: ``make_env`` → ``Collector`` (policy =
+encoder → actor) → slice replay buffer → ``PWMLoss`` → ``PWMOptimizationStepper``, driven by a
+plain ``torchrl.trainers.Trainer`` with TorchRL's own replay-buffer, weight-sync and logging
+hooks. Results go to ``outputs/<task>/seed<seed>/``: ``eval.csv``, ``learning_curve.png``,
+TorchRL logs under ``logs/`` and ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensordict.nn import TensorDictSequential
+from torchrl.collectors import Collector
+from torchrl.objectives import SoftUpdate
+from torchrl.record.loggers import get_logger
+from torchrl.trainers import LogScalar, ReplayBufferTrainer, Trainer, UpdateWeights
+
+from torchrl_pwm.checkpoint import CheckpointError
+from torchrl_pwm.data import make_sequence_replay_buffer
+from torchrl_pwm.envs import make_env
+from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
+from torchrl_pwm.objectives import PWMLoss
+from torchrl_pwm.plotting import plot_learning_curves
+from torchrl_pwm.trainers import (
+    CheckpointHook,
+    EnvStepLogger,
+    PolicyEvaluator,
+    PWMOptimConfig,
+    PWMOptimizationStepper,
+)
+
+PUBLISHED_100K = {  # TD-MPC2 repository results, mean over seeds at 100k env steps
+    "cartpole-swingup": {"TD-MPC2": 839, "SAC": 835},
+    "cheetah-run": {"TD-MPC2": 519, "SAC": 310},
+    "walker-walk": {"TD-MPC2": 962, "SAC": 708},
+}
+
+
+@hydra.main(version_base="1.3", config_path="", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.env.seed)
+    device = torch.device(cfg.device)
+    run_dir = Path.cwd()
+    if not cfg.resume and (run_dir / cfg.checkpoint.path).exists():
+        raise SystemExit(
+            f"{run_dir / cfg.checkpoint.path} exists: pass resume=true to continue that run, or "
+            "choose another hydra.run.dir / env.seed."
+        )
+
+    # -- environments ------------------------------------------------------------------------
+    env = make_env(cfg.env.task, seed=cfg.env.seed, action_repeat=cfg.env.action_repeat)
+    eval_env = make_env(
+        cfg.env.task, seed=cfg.env.seed + 10_000, action_repeat=cfg.env.action_repeat
+    )
+    repeat = env.action_repeat
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    action_spec = env.action_spec
+
+    # -- networks and losses -----------------------------------------------------------------
+    wm_cfg = cfg.world_model
+    world_model = TDMPC2WorldModel(
+        obs_dim,
+        action_spec.shape[-1],
+        size=wm_cfg.size,
+        latent_dim=wm_cfg.latent_dim if wm_cfg.size is None else None,
+        enc_dim=wm_cfg.enc_dim if wm_cfg.size is None else None,
+        mlp_dim=wm_cfg.mlp_dim if wm_cfg.size is None else None,
+        num_enc_layers=wm_cfg.num_enc_layers if wm_cfg.size is None else None,
+        num_bins=wm_cfg.num_bins,
+        reward_space=wm_cfg.reward_space,
+    ).to(device)
+    latent_dim = world_model.latent_dim
+    actor = make_pwm_actor(
+        latent_dim,
+        action_spec,
+        hidden_sizes=tuple(cfg.actor.hidden_sizes),
+        init_log_std=cfg.actor.init_log_std,
+        min_log_std=cfg.actor.min_log_std,
+        device=device,
+    )
+    critic = ValueEnsemble(
+        latent_dim,
+        num_critics=cfg.critic.num_critics,
+        hidden_sizes=tuple(cfg.critic.hidden_sizes),
+        device=device,
+    )
+    loss = PWMLoss(
+        world_model,
+        actor,
+        critic,
+        imagination_horizon=cfg.actor.imagination_horizon,
+        normalize_returns=cfg.actor.normalize_returns,
+        detach_policy_input=cfg.actor.detach_policy_input,
+        use_target_value_network=cfg.critic.target_tau is not None,
+        consistency_coef=wm_cfg.consistency_coef,
+        reward_coef=wm_cfg.reward_coef,
+        temporal_discount=wm_cfg.temporal_discount,
+    )
+    loss.make_value_estimator(gamma=cfg.optim.gamma, lmbda=cfg.critic.lmbda)
+    target_updater = (
+        SoftUpdate(loss.value_loss, tau=cfg.critic.target_tau)
+        if cfg.critic.target_tau is not None
+        else None
+    )
+    policy = TensorDictSequential(world_model.encoder, actor)
+
+    # -- data --------------------------------------------------------------------------------
+    total_frames = cfg.collector.total_env_steps // repeat
+    seed_frames = cfg.collector.seed_env_steps // repeat
+    collector = Collector(
+        env,
+        policy,
+        frames_per_batch=cfg.collector.frames_per_batch,
+        total_frames=total_frames,
+        init_random_frames=seed_frames,
+        device=device,
+    )
+    replay_buffer = make_sequence_replay_buffer(
+        cfg.replay_buffer.capacity or total_frames,
+        horizon=wm_cfg.horizon,
+        num_slices=wm_cfg.batch_size,
+        device=cfg.replay_buffer.device,
+        prefetch=cfg.replay_buffer.prefetch,
+    )
+
+    # -- optimisation ------------------------------------------------------------------------
+    optim_rounds = max(total_frames - seed_frames, 0) // cfg.collector.frames_per_batch
+    optim = cfg.optim
+    stepper = PWMOptimizationStepper(
+        loss,
+        horizon=wm_cfg.horizon,
+        config=PWMOptimConfig(
+            world_model_lr=optim.world_model_lr,
+            encoder_lr_scale=optim.encoder_lr_scale,
+            world_model_grad_clip=optim.world_model_grad_clip,
+            actor_lr=optim.actor_lr,
+            critic_lr=optim.critic_lr,
+            final_lr=optim.final_lr,
+            lr_decay_steps=optim_rounds * cfg.collector.optim_steps_per_batch
+            if optim.lr_decay
+            else None,
+            actor_grad_clip=optim.actor_grad_clip,
+            critic_grad_clip=optim.critic_grad_clip,
+            critic_passes=cfg.critic.passes,
+            critic_minibatches=cfg.critic.minibatches,
+            critic_updates=cfg.critic.updates,
+            max_nonfinite_steps=optim.max_nonfinite_steps,
+        ),
+        target_updater=target_updater,
+    )
+
+    # -- logging -----------------------------------------------------------------------------
+    log_cfg = cfg.logger
+    logger_kwargs = {}
+    if log_cfg.backend == "wandb":
+        logger_kwargs["wandb_kwargs"] = {"mode": log_cfg.mode, "project": log_cfg.project_name}
+    logger = get_logger(log_cfg.backend, "logs", log_cfg.exp_name, **logger_kwargs)
+    trainer = Trainer(
+        collector=collector,
+        total_frames=total_frames,
+        frame_skip=1,
+        optim_steps_per_batch=cfg.collector.optim_steps_per_batch,
+        loss_module=loss,
+        optimization_stepper=stepper,
+        logger=EnvStepLogger(logger, repeat),
+        progress_bar=log_cfg.progress_bar,
+        log_interval=cfg.collector.frames_per_batch * 10,
+    )
+    ReplayBufferTrainer(replay_buffer, flatten_tensordicts=True).register(trainer)
+    UpdateWeights(collector, update_weights_interval=1).register(trainer)
+    LogScalar(("next", "reward"), "train/reward", include_std=False).register(trainer)
+    evaluator = PolicyEvaluator(
+        eval_env,
+        policy,
+        interval=log_cfg.eval_every // repeat,
+        num_episodes=log_cfg.eval_episodes,
+        frame_to_env_steps=repeat,
+        csv_path=run_dir / "eval.csv",
+    )
+    evaluator.register(trainer)
+    metadata = {
+        "task": cfg.env.task,
+        "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True),
+    }
+    checkpoint = None
+    if cfg.checkpoint.every:
+        checkpoint = CheckpointHook(
+            run_dir / cfg.checkpoint.path,
+            interval=cfg.checkpoint.every // repeat,
+            metadata=metadata,
+        )
+        checkpoint.register(trainer)
+        if cfg.resume:
+            try:
+                checkpoint.resume(check_metadata=("task",))
+            except CheckpointError as err:
+                raise SystemExit(f"Cannot resume: {err}") from err
+            print(f"Resumed at {trainer.collected_frames * repeat} env steps.", flush=True)
+
+    # -- train -------------------------------------------------------------------------------
+    start = time.time()
+    trainer.train()  # evaluates and checkpoints at the end too
+    wall = time.time() - start
+
+    total_wall = evaluator.state_dict()["elapsed"]
+    split = {f"{k}_s": round(v, 1) for k, v in stepper.timings.items()}
+    split["evaluation_s"] = round(evaluator.eval_seconds, 1)
+    split["checkpoint_s"] = round(checkpoint.save_seconds, 1) if checkpoint else 0.0
+    split["collection_and_overhead_s"] = round(total_wall - sum(split.values()), 1)
+    split["total_s"] = round(total_wall, 1)
+    (run_dir / "timings.json").write_text(json.dumps(split, indent=1))
+
+    history = evaluator.history
+    print(f"\n{cfg.env.task}: evaluation return (mean ± std over {log_cfg.eval_episodes} episodes)")
+    for env_steps, mean, std, _ in history:
+        print(f"  {int(env_steps):>8d} env steps: {mean:8.1f} ± {std:6.1f}")
+    published = PUBLISHED_100K.get(cfg.env.task, {})
+    png = plot_learning_curves(
+        {"PWM (torchrl_pwm)": [run_dir / "eval.csv"]},
+        run_dir / "learning_curve.png",
+        title=f"{cfg.env.task}, seed {cfg.env.seed}",
+        references={f"{k} @100k (published)": (100_000, v) for k, v in published.items()},
+    )
+    print(f"wall-clock {total_wall / 60:.1f} min ({wall / 60:.1f} in this process); split: {split}")
+    print(f"learning curve: {png}")
+    return {"history": history, "timings": split}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Real environments by task name, with the transforms PWM's training and evaluation expect."""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import torch
+from torchrl.envs import (
+    CatTensors,
+    DoubleToFloat,
+    EnvBase,
+    InitTracker,
+    RewardSum,
+    StepCounter,
+    TransformedEnv,
+)
+
+__all__ = ["available_tasks", "make_env"]
+
+# TD-MPC2's names for DMC domains whose dm_control names differ.
+_DMC_DOMAIN_ALIASES = {"cup": "ball_in_cup", "pointmass": "point_mass"}
+_GYM_PREFIXES = ("HalfCheetah", "Hopper", "Walker2d", "Ant", "Humanoid", "Swimmer", "Reacher",
+                 "InvertedPendulum", "InvertedDoublePendulum", "Pusher", "HumanoidStandup")  # fmt: skip
+
+
+def _dmc_tasks() -> dict[str, tuple[str, str]]:
+    from dm_control import suite
+
+    names = {}
+    inverse = {v: k for k, v in _DMC_DOMAIN_ALIASES.items()}
+    for domain, task in suite.ALL_TASKS:
+        names[f"{inverse.get(domain, domain)}-{task.replace('_', '-')}"] = (domain, task)
+    return names
+
+
+def _gym_tasks() -> list[str]:
+    import gymnasium as gym
+
+    return sorted(k for k in gym.envs.registry if k.split("-")[0] in _GYM_PREFIXES)
+
+
+def available_tasks() -> list[str]:
+    """Names accepted by :func:`make_env`: DMC tasks in TD-MPC2's ``domain-task`` form
+    (``"cheetah-run"``, ``"cup-catch"``, ``"cartpole-swingup-sparse"``) and Gymnasium MuJoCo
+    ids (``"HalfCheetah-v5"``).
+
+    Examples:
+        >>> "cheetah-run" in available_tasks() and "HalfCheetah-v5" in available_tasks()
+        True
+    """
+    return sorted(_dmc_tasks()) + _gym_tasks()
+
+
+def make_env(
+    task: str,
+    *,
+    seed: int | None = 0,
+    action_repeat: int | None = None,
+    max_episode_steps: int | None = None,
+    from_pixels: bool = False,
+    device: torch.device | str = "cpu",
+) -> TransformedEnv:
+    """Build a real environment with PWM's standard transforms.
+
+    The result has a flat float32 ``observation``, float32 actions in ``[-1, 1]`` (DMC), a
+    ``step_count`` (agent steps), ``is_init`` (:class:`~torchrl.envs.InitTracker`, which the
+    collectors need) and ``episode_reward`` (:class:`~torchrl.envs.RewardSum`).
+
+    DMC tasks repeat each action twice by default (TD-MPC2's convention: 500 agent steps per
+    1000-step episode, summed rewards); Gymnasium tasks once. Everything the project reports
+    counts **env steps, after the repeat**: ``frames * env.action_repeat``.
+
+    Args:
+        task: a name from :func:`available_tasks`.
+
+    Keyword Args:
+        seed: environment seed (``None``: unseeded).
+        action_repeat: default 2 for DMC, 1 for Gymnasium.
+        max_episode_steps: truncate episodes after this many agent steps (default: the task's
+            own limit).
+        from_pixels: also render ``pixels`` (for evaluation videos; ``MUJOCO_GL`` defaults
+            to ``egl``, which renders headless).
+        device: device of the env's outputs.
+
+    Examples:
+        >>> env = make_env("cartpole-swingup", seed=0)
+        >>> env.action_repeat, env.observation_spec["observation"].shape
+        (2, torch.Size([5]))
+        >>> td = env.rollout(3)
+        >>> td["next", "step_count"].squeeze(-1).tolist()
+        [1, 2, 3]
+    """
+    # Headless rendering (and no GLFW warnings): EGL unless the user chose a backend.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    dmc = _dmc_tasks()
+    if task in dmc:
+        from torchrl.envs import DMControlEnv
+
+        repeat = 2 if action_repeat is None else action_repeat
+        domain, name = dmc[task]
+        base: EnvBase = DMControlEnv(
+            domain,
+            name,
+            frame_skip=repeat,
+            from_pixels=from_pixels,
+            pixels_only=False,
+            device=device,
+        )
+        obs_keys = [k for k in base.observation_spec.keys() if k != "pixels"]
+        env = TransformedEnv(base, CatTensors(in_keys=obs_keys, out_key="observation"))
+        env.append_transform(DoubleToFloat())
+    elif task in _gym_tasks():
+        from torchrl.envs import GymEnv
+
+        repeat = 1 if action_repeat is None else action_repeat
+        base = GymEnv(
+            task, frame_skip=repeat, from_pixels=from_pixels, pixels_only=False, device=device
+        )
+        env = TransformedEnv(base, DoubleToFloat())
+    else:
+        close = difflib.get_close_matches(task, available_tasks(), n=5, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"Unknown task {task!r}.{hint} See torchrl_pwm.envs.available_tasks() for the list."
+        )
+    env.append_transform(StepCounter(max_steps=max_episode_steps))
+    env.append_transform(InitTracker())
+    env.append_transform(RewardSum())
+    if seed is not None:
+        env.set_seed(seed)
+    env.action_repeat = repeat
+    env.task = task
+    return env

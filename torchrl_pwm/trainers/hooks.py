@@ -1,0 +1,264 @@
+"""Trainer hooks: evaluation in the real environment, atomic checkpoints, env-step logging."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.trainers import Trainer, TrainerHookBase
+
+from torchrl_pwm.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+__all__ = ["CheckpointHook", "EnvStepLogger", "PolicyEvaluator", "evaluate_policy"]
+
+
+@torch.no_grad()
+def evaluate_policy(
+    env: EnvBase, policy, num_episodes: int, max_steps: int = 100_000
+) -> torch.Tensor:
+    """Returns of ``num_episodes`` episodes of ``policy`` in ``env``, acting deterministically
+    (``tanh(μ)`` for PWM's actor). The env must carry ``RewardSum`` (``episode_reward``).
+
+    Examples:
+        >>> from torchrl_pwm.envs import make_env
+        >>> env = make_env("cartpole-swingup", max_episode_steps=10)
+        >>> evaluate_policy(env, None, num_episodes=2).shape
+        torch.Size([2])
+    """
+    returns = []
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        for _ in range(num_episodes):
+            td = env.rollout(max_steps, policy, break_when_any_done=True)
+            returns.append(td["next", "episode_reward"][-1].sum())
+    return torch.stack(returns)
+
+
+class EnvStepLogger:
+    """Wraps a TorchRL logger so that every ``step`` it receives is multiplied by ``scale``.
+
+    TorchRL's collectors and ``Trainer`` count agent steps (frames); with an action repeat of
+    ``k``, ``EnvStepLogger(logger, k)`` makes every logged step an *env* step, the unit the
+    project reports everywhere.
+
+    Examples:
+        >>> import tempfile
+        >>> from torchrl.record import CSVLogger
+        >>> logger = EnvStepLogger(CSVLogger("run", log_dir=tempfile.mkdtemp()), 2)
+        >>> logger.log_scalar("loss", 1.0, step=10)  # written at step 20
+    """
+
+    def __init__(self, logger, scale: int) -> None:
+        self.logger = logger
+        self.scale = scale
+
+    def log_scalar(self, name: str, value: Any, step: int | None = None) -> None:
+        self.logger.log_scalar(name, value, step=None if step is None else step * self.scale)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.logger, name)
+
+
+class PolicyEvaluator(TrainerHookBase):
+    """Evaluate the policy in a real env every ``interval`` frames, at the first call and at
+    the end of training.
+
+    Logs ``eval/return_mean`` and ``eval/return_std`` over ``num_episodes`` deterministic
+    episodes, shows the latest mean in the progress bar, and appends a row
+    ``(env_steps, return_mean, return_std, wall_time_s)`` to ``csv_path`` if given. The
+    history is part of the hook's ``state_dict``, so a resumed run keeps its curve.
+
+    Args:
+        env: the evaluation environment.
+        policy: the deterministic policy (e.g. ``TensorDictSequential(encoder, actor)``).
+
+    Keyword Args:
+        interval: frames (agent steps) between evaluations.
+        num_episodes: episodes per evaluation (10).
+        frame_to_env_steps: the action repeat, to report env steps.
+        csv_path: where to append the evaluation rows.
+
+    Examples:
+        >>> from torchrl_pwm.envs import make_env
+        >>> ev = PolicyEvaluator(make_env("cartpole-swingup", max_episode_steps=5), None,
+        ...                      interval=100, num_episodes=2, frame_to_env_steps=2)
+        >>> out = ev.evaluate(frames=0)
+        >>> sorted(out)
+        ['eval/return_mean', 'eval/return_std', 'log_pbar']
+    """
+
+    def __init__(
+        self,
+        env: EnvBase,
+        policy,
+        *,
+        interval: int,
+        num_episodes: int = 10,
+        frame_to_env_steps: int = 1,
+        csv_path: str | Path | None = None,
+    ) -> None:
+        self.env = env
+        self.policy = policy
+        self.interval = interval
+        self.num_episodes = num_episodes
+        self.frame_to_env_steps = frame_to_env_steps
+        self.csv_path = Path(csv_path) if csv_path is not None else None
+        self.history: list[list[float]] = []
+        self.last_frames: int | None = None
+        self.start_time = time.time()
+        self.elapsed_before = 0.0
+        self.eval_seconds = 0.0
+        self._trainer: Trainer | None = None
+
+    def evaluate(self, frames: int) -> dict[str, Any]:
+        """Run the episodes now and record them at ``frames`` agent steps."""
+        t0 = time.time()
+        returns = evaluate_policy(self.env, self.policy, self.num_episodes).float()
+        self.eval_seconds += time.time() - t0
+        mean = returns.mean().item()
+        std = returns.std(unbiased=False).item() if returns.numel() > 1 else 0.0
+        row = [
+            frames * self.frame_to_env_steps,
+            mean,
+            std,
+            self.elapsed_before + time.time() - self.start_time,
+        ]
+        self.history.append(row)
+        self.last_frames = frames
+        if self.csv_path is not None:
+            new = not self.csv_path.exists()
+            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.csv_path.open("a", newline="") as f:
+                writer = csv.writer(f)
+                if new:
+                    writer.writerow(["env_steps", "return_mean", "return_std", "wall_time_s"])
+                writer.writerow(row)
+        return {"eval/return_mean": mean, "eval/return_std": std, "log_pbar": True}
+
+    def __call__(self, batch: TensorDictBase | None = None) -> dict[str, Any] | None:
+        trainer = self._trainer
+        frames = trainer.collected_frames if trainer is not None else 0
+        final = trainer is not None and frames >= trainer.total_frames
+        due = self.last_frames is None or frames - self.last_frames >= self.interval
+        if not (due or (final and frames != self.last_frames)):
+            return None
+        return self.evaluate(frames)
+
+    def register(self, trainer: Trainer, name: str = "policy_evaluator") -> None:
+        self._trainer = trainer
+        trainer.register_op("post_steps_log", self)
+        trainer.register_module(name, self)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [list(map(float, r)) for r in self.history],
+            "last_frames": self.last_frames,
+            "elapsed": self.elapsed_before + time.time() - self.start_time,
+            "eval_seconds": self.eval_seconds,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [list(r) for r in state_dict["history"]]
+        self.last_frames = state_dict["last_frames"]
+        self.elapsed_before = state_dict["elapsed"]
+        self.eval_seconds = state_dict["eval_seconds"]
+        self.start_time = time.time()
+
+
+class CheckpointHook(TrainerHookBase):
+    """Write the whole trainer state atomically every ``interval`` frames, and at the end.
+
+    It runs at the ``post_steps_log`` stage: register it after a :class:`PolicyEvaluator` so
+    that a checkpoint includes the evaluation of the same step.
+
+    The checkpoint holds ``trainer.state_dict()``: the loss module (world model, actor, critic,
+    running statistics), the collector (policy weights and frame counter) and every module
+    registered in the trainer, e.g. the optimisation stepper (optimisers, schedules, counters),
+    the replay-buffer hook (the buffer's storage, sampler and writer) and the evaluator (the
+    learning curve). It also stores the RNG states. The file is written with
+    :func:`~torchrl_pwm.checkpoint.save_checkpoint` (temporary file + rename), so a run
+    killed at any moment leaves the previous checkpoint loadable, and it loads with
+    ``weights_only=True``.
+
+    Args:
+        path: the checkpoint file.
+
+    Keyword Args:
+        interval: frames between checkpoints.
+        metadata: plain values stored alongside (e.g. the config), checked by :meth:`resume`.
+    """
+
+    def __init__(
+        self, path: str | Path, *, interval: int, metadata: dict[str, Any] | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self.metadata = metadata or {}
+        self.last_frames = 0
+        self.saves = 0
+        self.save_seconds = 0.0
+        self._trainer: Trainer | None = None
+
+    def save(self) -> Path:
+        t0 = time.time()
+        trainer = self._trainer
+        self.last_frames = trainer.collected_frames
+        self.saves += 1
+        state = {
+            "trainer": trainer.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "metadata": self.metadata,
+        }
+        save_checkpoint(state, self.path)
+        self.save_seconds += time.time() - t0
+        return self.path
+
+    def __call__(self, batch: TensorDictBase | None = None) -> None:
+        trainer = self._trainer
+        done = trainer.collected_frames >= trainer.total_frames
+        if done or trainer.collected_frames - self.last_frames >= self.interval:
+            self.save()
+
+    def resume(self, *, check_metadata: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Load the checkpoint into the registered trainer; return its metadata.
+
+        Raises:
+            CheckpointError: unreadable file, or metadata ``check_metadata`` keys that differ
+                from this run's (e.g. another task or model size).
+        """
+        state = load_checkpoint(self.path)
+        saved = state.get("metadata", {})
+        for key in check_metadata:
+            if saved.get(key) != self.metadata.get(key):
+                raise CheckpointError(
+                    f"Checkpoint {self.path} was written with {key}={saved.get(key)!r}, this run "
+                    f"has {key}={self.metadata.get(key)!r}."
+                )
+        try:
+            self._trainer.load_state_dict(state["trainer"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CheckpointError(
+                f"Checkpoint {self.path} does not match this run's modules: {err}"
+            ) from err
+        torch.set_rng_state(state["rng"]["torch"])
+        self.last_frames = self._trainer.collected_frames
+        return saved
+
+    def register(self, trainer: Trainer, name: str = "checkpoint") -> None:
+        self._trainer = trainer
+        trainer.register_op("post_steps_log", self)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_frames": self.last_frames}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_frames = state_dict["last_frames"]
