@@ -114,7 +114,9 @@ def main(cfg: DictConfig) -> dict:
         if cfg.critic.target_tau is not None
         else None
     )
-    policy = TensorDictSequential(world_model.encoder, actor)
+    loss.to(device)
+    # Collect actions only: stored latents would be stale by the time they are sampled.
+    policy = TensorDictSequential(world_model.encoder, actor, selected_out_keys=["action"])
 
     # -- data --------------------------------------------------------------------------------
     total_frames = cfg.collector.total_env_steps // repeat
@@ -178,7 +180,7 @@ def main(cfg: DictConfig) -> dict:
         progress_bar=log_cfg.progress_bar,
         log_interval=cfg.collector.frames_per_batch * 10,
     )
-    ReplayBufferTrainer(replay_buffer, flatten_tensordicts=True).register(trainer)
+    ReplayBufferTrainer(replay_buffer, device=device).register(trainer)
     UpdateWeights(collector, update_weights_interval=1).register(trainer)
     LogScalar(("next", "reward"), "train/reward", include_std=False).register(trainer)
     evaluator = PolicyEvaluator(

@@ -70,3 +70,8 @@ def test_soft_cross_entropy_hand(num_bins):
         soft_cross_entropy(torch.zeros(3, num_bins, dtype=torch.float64), target),
         torch.full((3, 1), math.log(num_bins), dtype=torch.float64),
     )
+
+
+def test_two_hot_propagates_nan():
+    t = two_hot(torch.tensor([[float("nan")], [1.0]]))
+    assert t[0].isnan().any() and torch.isfinite(t[1]).all()

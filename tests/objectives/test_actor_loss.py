@@ -166,6 +166,9 @@ def test_uses_start_latents_when_given():
     loss = _loss(system, normalize_returns=False)
     by_latent = loss(TensorDict(latent=start["observation"], batch_size=[6]))
     torch.testing.assert_close(by_latent["loss_actor"], loss(start)["loss_actor"])
+    # stale stored latents (e.g. zeros of random seed frames) never override observations
+    both = start.clone().set("latent", torch.zeros(6, 4, dtype=torch.float64))
+    torch.testing.assert_close(loss(both)["loss_actor"], loss(start)["loss_actor"])
     with pytest.raises(KeyError, match="start states"):
         loss(TensorDict(pixels=torch.zeros(6, 4), batch_size=[6]))
     with pytest.raises(ValueError, match="imagination_horizon"):

@@ -1,6 +1,6 @@
 """Networks: TD-MPC2's world model, PWM's actor and critic ensemble, and their blocks."""
 
-from torchrl_pwm.modules.actor import make_pwm_actor
+from torchrl_pwm.modules.actor import StateIndependentScale, make_pwm_actor
 from torchrl_pwm.modules.functional import soft_cross_entropy, symexp, symlog, two_hot, two_hot_inv
 from torchrl_pwm.modules.layers import EnsembleMLP, SimNorm, normed_mlp, trunc_normal_init_
 from torchrl_pwm.modules.value import ValueEnsemble
@@ -10,6 +10,7 @@ __all__ = [
     "WORLD_MODEL_PRESETS",
     "EnsembleMLP",
     "SimNorm",
+    "StateIndependentScale",
     "TDMPC2WorldModel",
     "ValueEnsemble",
     "WorldModelPreset",

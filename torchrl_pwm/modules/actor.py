@@ -129,6 +129,9 @@ def make_pwm_actor(
         min_log_std=min_log_std,
     ).to(device)
     low, high = action_spec.space.low, action_spec.space.high
+    if bool((low == -1).all()) and bool((high == 1).all()):
+        # plain floats: no per-call device copies and checks of the bounds in TanhNormal
+        low, high = -1.0, 1.0
     return ProbabilisticActor(
         TensorDictModule(net, in_keys=[in_key], out_keys=["loc", "scale"]),
         in_keys=["loc", "scale"],

@@ -57,7 +57,8 @@ def two_hot(
     bin_size = (vmax - vmin) / (num_bins - 1)
     s = symlog(x).clamp(vmin, vmax)
     pos = (s - vmin) / bin_size
-    low = pos.floor().clamp(max=num_bins - 1)
+    # NaN inputs give NaN weights (so a loss built on them is NaN, not an index error).
+    low = pos.nan_to_num(0.0).floor().clamp(0, num_bins - 1)
     delta = pos - low
     low = low.long()
     # At s == vmax, delta == 0 and the upper bin index would overflow: wrap it (TD-MPC2 does too).

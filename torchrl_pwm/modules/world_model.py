@@ -140,7 +140,7 @@ class TDMPC2WorldModel(WorldModelWrapper):
       symlog space (``reward_space="symlog"``, the original PWM code) or mapped back with
       ``symexp`` (``reward_space="raw"``, TD-MPC2).
 
-    The encoder is the extra operator :attr:`encoder` (``observation → latent``). The
+    The encoder is the extra operator ``encoder`` (``observation → latent``). The
     functional API mirrors TD-MPC2: :meth:`encode`, :meth:`next`, :meth:`reward`.
 
     With ``value_heads=True`` the model also holds TD-MPC2's policy prior and Q ensemble
@@ -162,14 +162,19 @@ class TDMPC2WorldModel(WorldModelWrapper):
         size: a preset name of :data:`WORLD_MODEL_PRESETS` (default ``"5M"``); explicit
             ``latent_dim``, ``enc_dim``, ``mlp_dim``, ``num_enc_layers`` override it.
         num_bins: reward bins (101); ``0`` or ``1`` for a scalar reward head.
-        vmin, vmax: bin support in symlog space (-10, 10).
+        vmin: lower end of the bin support in symlog space (-10).
+        vmax: upper end of the bin support in symlog space (10).
         simplex_dim: SimNorm group size (8).
         num_tasks: number of tasks; ``None`` for a single-task model (no embedding).
         task_dim: task-embedding size (96; the released mt30 5M/19M/48M checkpoints use 64).
         action_dims: valid action size per task, for the action masks (default: all).
         reward_space: ``"symlog"`` (default) or ``"raw"``, see above.
         value_heads: also build the policy prior and the Q ensemble.
-        observation_key, latent_key, action_key, reward_key, task_key: tensordict keys.
+        observation_key: key of the observation (``"observation"``).
+        latent_key: key of the latent (``"latent"``).
+        action_key: key of the action (``"action"``).
+        reward_key: key of the decoded reward (``"reward"``).
+        task_key: key of the task id (``"task"``, multi-task models only).
 
     Examples:
         >>> from tensordict import TensorDict
@@ -261,8 +266,9 @@ class TDMPC2WorldModel(WorldModelWrapper):
             vmax,
             reward_space,
         )
-        for net in (encoder, dynamics, reward):
-            trunc_normal_init_(net)
+        for net in (encoder, dynamics, reward, tasks):
+            if net is not None:
+                trunc_normal_init_(net)  # the embedding: U(-0.02, 0.02), as TD-MPC2
         nn.init.zeros_(reward.net[-1].weight)
 
         task_in = [task_key] if multitask else []
@@ -296,8 +302,6 @@ class TDMPC2WorldModel(WorldModelWrapper):
         )
         self.reward_key, self.task_key = reward_key, task_key
         if value_heads:
-            if tasks is not None:
-                trunc_normal_init_(tasks)
             self.policy_prior = trunc_normal_init_(
                 normed_mlp(latent_dim + e, [mlp_dim, mlp_dim], 2 * action_dim)
             )

@@ -100,8 +100,8 @@ class FirstOrderActorLoss(LossModule):
         Attributes:
             observation: start observations (encoded by the world model). Defaults to
                 ``"observation"``.
-            latent: start latents, used instead of observations when present. Defaults to
-                ``"latent"``.
+            latent: start latents, used only when the input has no observations (stored
+                latents may be stale). Defaults to ``"latent"``.
             reward: imagined reward, read under ``"next"``. Defaults to ``"reward"``.
             value: critic output used for the bootstrap (min over members). Defaults to
                 ``"state_value"``.
@@ -183,22 +183,21 @@ class FirstOrderActorLoss(LossModule):
 
     def _start_states(self, tensordict: TensorDictBase) -> TensorDictBase:
         env = self.model_based_env
-        keys = [self.tensor_keys.latent, self.tensor_keys.observation]
+        keys = self.tensor_keys
+        has_obs = keys.observation in tensordict.keys(True)
+        if not has_obs and keys.latent not in tensordict.keys(True):
+            raise KeyError(
+                f"FirstOrderActorLoss needs start states under {keys.observation!r} "
+                f"(encoded by the world model) or {keys.latent!r}."
+            )
+        # Observations win over stored latents, which may be stale (encoded by an older
+        # encoder at collection time) or placeholders (random seed frames).
+        src, dst = (
+            (keys.observation, env.observation_key) if has_obs else (keys.latent, env.latent_key)
+        )
+        start = TensorDict({dst: tensordict.get(src).detach()}, batch_size=tensordict.batch_size)
         if env.task_key is not None:
-            keys.append(env.task_key)
-        start = tensordict.select(*keys, strict=False)
-        if self.tensor_keys.latent not in start.keys(True):
-            if self.tensor_keys.observation not in start.keys(True):
-                raise KeyError(
-                    f"FirstOrderActorLoss needs start states under {self.tensor_keys.latent!r} "
-                    f"or {self.tensor_keys.observation!r}."
-                )
-            src, dst = self.tensor_keys.observation, env.observation_key
-        else:
-            start = start.exclude(self.tensor_keys.observation)
-            src, dst = self.tensor_keys.latent, env.latent_key
-        if src != dst:
-            start = start.rename_key_(src, dst)
+            start.set(env.task_key, tensordict.get(env.task_key))
         return start.reshape(-1)
 
     @torch.no_grad()

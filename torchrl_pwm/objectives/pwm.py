@@ -38,9 +38,12 @@ class PWMLoss(LossModule):
 
     Keyword Args:
         imagination_horizon: actor rollout length (16).
-        normalize_returns, detach_policy_input: see :class:`FirstOrderActorLoss`.
+        normalize_returns: see :class:`FirstOrderActorLoss` (``True``).
+        detach_policy_input: see :class:`FirstOrderActorLoss` (``True``).
         use_target_value_network: see :class:`TDLambdaValueLoss` (``False``).
-        consistency_coef, reward_coef, temporal_discount: see :class:`TDMPC2ModelLoss`.
+        consistency_coef: see :class:`TDMPC2ModelLoss` (20).
+        reward_coef: see :class:`TDMPC2ModelLoss` (0.1).
+        temporal_discount: see :class:`TDMPC2ModelLoss` (0.99).
         reduction: applied by every component.
 
     Examples:

@@ -38,7 +38,7 @@ def evaluate_policy(
     returns = []
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         for _ in range(num_episodes):
-            td = env.rollout(max_steps, policy, break_when_any_done=True)
+            td = env.rollout(max_steps, policy, break_when_any_done=True, auto_cast_to_device=True)
             returns.append(td["next", "episode_reward"][-1].sum())
     return torch.stack(returns)
 
@@ -184,7 +184,9 @@ class CheckpointHook(TrainerHookBase):
     running statistics), the collector (policy weights and frame counter) and every module
     registered in the trainer, e.g. the optimisation stepper (optimisers, schedules, counters),
     the replay-buffer hook (the buffer's storage, sampler and writer) and the evaluator (the
-    learning curve). It also stores the RNG states. The file is written with
+    learning curve). It also stores torch's RNG states. The environments are rebuilt and
+    reseeded by the script, so a resumed run starts a fresh episode: the partial episode in
+    progress at the kill is lost (its transitions up to the checkpoint are in the buffer). The file is written with
     :func:`~torchrl_pwm.checkpoint.save_checkpoint` (temporary file + rename), so a run
     killed at any moment leaves the previous checkpoint loadable, and it loads with
     ``weights_only=True``.
@@ -215,7 +217,10 @@ class CheckpointHook(TrainerHookBase):
         self.saves += 1
         state = {
             "trainer": trainer.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
             "metadata": self.metadata,
         }
         save_checkpoint(state, self.path)
@@ -250,6 +255,8 @@ class CheckpointHook(TrainerHookBase):
                 f"Checkpoint {self.path} does not match this run's modules: {err}"
             ) from err
         torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"].get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.last_frames = self._trainer.collected_frames
         return saved
 

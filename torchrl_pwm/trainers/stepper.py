@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -27,12 +28,15 @@ class PWMOptimConfig:
         world_model_lr: Adam learning rate of the world model (3e-4).
         encoder_lr_scale: the encoder's learning rate factor (0.3, TD-MPC2).
         world_model_grad_clip: gradient-norm clip of the world model (20).
-        actor_lr, critic_lr: initial learning rates (5e-4), decayed linearly to ``final_lr``.
+        actor_lr: initial actor learning rate (5e-4), decayed linearly to ``final_lr``.
+        critic_lr: initial critic learning rate (5e-4), decayed linearly to ``final_lr``.
         final_lr: learning rate reached after ``lr_decay_steps`` steps (1e-5).
         lr_decay_steps: length of the linear decay in optimisation steps; ``None`` keeps the
             learning rates constant. The world model is never decayed (TD-MPC2).
-        actor_betas, critic_betas: Adam betas ((0.7, 0.95)).
-        actor_grad_clip: 1.0. critic_grad_clip: 100.
+        actor_betas: Adam betas of the actor ((0.7, 0.95)).
+        critic_betas: Adam betas of the critic ((0.7, 0.95)).
+        actor_grad_clip: gradient-norm clip of the actor (1.0).
+        critic_grad_clip: gradient-norm clip of the critic (100).
         critic_passes: passes over the imagined set per actor step (8).
         critic_minibatches: minibatches per pass (4).
         critic_updates: stop the critic phase after this many minibatch updates (``None``: all
@@ -192,15 +196,15 @@ class PWMOptimizationStepper(OptimizationStepper):
 
         t0 = time.perf_counter()
         wm_params = [p for g in self.world_model_optimizer.param_groups for p in g["params"]]
-        for _ in range(cfg.world_model_updates):
+        for _ in range(cfg.world_model_updates):  # 0: a frozen (e.g. pre-trained) world model
             out = loss.world_model_loss(batch)
             total = out["loss_consistency"] + out["loss_reward"]
             norm, ok = self._update(
                 total, self.world_model_optimizer, wm_params, cfg.world_model_grad_clip
             )
             all_ok &= ok
-        metrics.update(out.detach())
-        metrics["grad_norm_world_model"] = norm
+            metrics.update(out.detach())
+            metrics["grad_norm_world_model"] = norm
         t1 = time.perf_counter()
 
         actor_out = loss.actor_loss(batch[:, 0])
@@ -217,7 +221,10 @@ class PWMOptimizationStepper(OptimizationStepper):
         t2 = time.perf_counter()
 
         value_loss = loss.value_loss
-        data = value_loss.compute_targets(trajectory).reshape(-1)
+        data = value_loss.compute_targets(trajectory)
+        # the critic regresses latents on targets: index only those in the minibatches
+        data = data.select(*value_loss.value_network.in_keys, value_loss.tensor_keys.value_target)
+        data = data.reshape(-1)
         critic_params = list(loss.value_network.parameters())
         value_sum = torch.zeros((), device=data.device)
         n = 0
@@ -237,9 +244,10 @@ class PWMOptimizationStepper(OptimizationStepper):
                 all_ok &= ok
                 value_sum = value_sum + value_out["loss_value"].detach()
                 n += 1
-        metrics.update(value_out.detach())
-        metrics["loss_value"] = value_sum / max(n, 1)
-        metrics["grad_norm_critic"] = norm
+                metrics.update(value_out.detach())
+                metrics["grad_norm_critic"] = norm
+        if n:
+            metrics["loss_value"] = value_sum / n
         if self.target_updater is not None:
             self.target_updater.step()
         for scheduler in self.schedulers:
@@ -270,6 +278,9 @@ class PWMOptimizationStepper(OptimizationStepper):
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
+        # torch optimisers keep the loaded state tensors as they are: copy them, so that a
+        # state taken from a live stepper is not shared (and mutated) by both.
+        state_dict = copy.deepcopy(state_dict)
         self.world_model_optimizer.load_state_dict(state_dict["world_model_optimizer"])
         self.actor_optimizer.load_state_dict(state_dict["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state_dict["critic_optimizer"])

@@ -1,0 +1,136 @@
+"""examples/pwm/train.py end to end on real cartpole-swingup, including kill and resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchrl_pwm.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "pwm" / "train.py"
+TINY = [
+    "world_model.latent_dim=16",
+    "world_model.enc_dim=32",
+    "world_model.mlp_dim=32",
+    "world_model.horizon=4",
+    "world_model.batch_size=16",
+    "actor.hidden_sizes=[32]",
+    "actor.imagination_horizon=4",
+    "critic.hidden_sizes=[32]",
+    "collector.seed_env_steps=200",
+    "logger.eval_episodes=1",
+    "logger.progress_bar=false",
+    "threads=1",
+]
+
+
+def _cmd(run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), f"hydra.run.dir={run_dir}", *TINY, *overrides]
+
+
+def _finite_csv(path: Path, column: int = 1) -> list[float]:
+    rows = list(csv.reader(path.open()))
+    values = [float(r[column]) for r in rows if r and r[0] != "env_steps"]
+    assert values and all(math.isfinite(v) for v in values), path
+    return values
+
+
+def _check_outputs(run_dir: Path) -> None:
+    returns = _finite_csv(run_dir / "eval.csv")
+    assert len(returns) >= 2
+    scalars = run_dir / "logs" / "pwm" / "scalars"
+    for name in ("loss_consistency", "loss_reward", "loss_actor", "loss_value"):
+        _finite_csv(scalars / f"{name}.csv")
+    assert (run_dir / "learning_curve.png").stat().st_size > 0
+    assert (run_dir / "timings.json").exists()
+
+
+def test_example_runs_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        _cmd(
+            run_dir,
+            "collector.total_env_steps=1200",
+            "logger.eval_every=600",
+            "checkpoint.every=600",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check_outputs(run_dir)
+    assert "evaluation return" in out.stdout
+    steps = [int(float(r)) for r in _finite_csv(run_dir / "eval.csv", column=0)]
+    assert steps[-1] == 1200  # env steps, after the action repeat of 2
+
+
+def test_example_kill_and_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    args = _cmd(
+        run_dir, "collector.total_env_steps=2000", "logger.eval_every=1000", "checkpoint.every=400"
+    )
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint written"
+    state = load_checkpoint(ckpt)
+    frames = state["trainer"]["state"]["collected_frames"]
+    assert 0 < frames < 1000
+
+    refused = subprocess.run(
+        _cmd(run_dir, "collector.total_env_steps=2000"), capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "resume=true" in refused.stderr
+
+    out = subprocess.run([*args, "resume=true"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed_at = int(out.stdout.split("Resumed at ")[1].split()[0])
+    assert resumed_at >= frames * 2  # the latest checkpoint (it may be newer than the one read)
+    _check_outputs(run_dir)
+    final = load_checkpoint(ckpt)["trainer"]
+    assert final["state"]["collected_frames"] == 1000
+    assert (
+        final["optimization_stepper"]["steps"] > state["trainer"]["optimization_stepper"]["steps"]
+    )
+    steps = _finite_csv(run_dir / "eval.csv", column=0)
+    assert steps == sorted(steps) and steps[-1] == 2000
+
+
+def test_example_bad_inputs(tmp_path):
+    run_dir = tmp_path / "run"
+    out = subprocess.run(_cmd(run_dir, "env.task=cheeta-run"), capture_output=True, text=True)
+    assert out.returncode != 0 and "Did you mean 'cheetah-run'" in out.stderr
+
+    run_dir.mkdir(exist_ok=True)
+    ckpt = run_dir / "checkpoint.pt"
+    ckpt.write_bytes(b"garbage")
+    out = subprocess.run(_cmd(run_dir, "resume=true"), capture_output=True, text=True)
+    assert out.returncode != 0 and "Cannot resume" in out.stderr and "corrupt" in out.stderr
+    assert ckpt.read_bytes() == b"garbage"  # nothing overwritten
+
+
+@pytest.mark.slow
+def test_example_default_config_few_thousand_frames(tmp_path):
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), f"hydra.run.dir={run_dir}", "collector.total_env_steps=8000",
+         "logger.eval_every=4000", "logger.progress_bar=false"],
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check_outputs(run_dir)
+    assert torch.tensor(_finite_csv(run_dir / "eval.csv")).max() > 0

@@ -1,0 +1,112 @@
+"""PWMOptimizationStepper inside a plain torchrl Trainer, its schedule and its NaN guard."""
+
+import csv
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from tests.trainers._tiny import H, tiny_agent, tiny_trainer
+from torchrl_pwm.trainers import NonFiniteLossError, PWMOptimConfig, PWMOptimizationStepper
+
+
+def _batch(b=8, nan=False):
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(b, H + 1, 5, generator=g)
+    reward = torch.rand(b, H, 1, generator=g)
+    if nan:
+        reward[0, 0] = float("nan")
+    return TensorDict(
+        observation=obs[:, :-1],
+        action=torch.rand(b, H, 1, generator=g) * 2 - 1,
+        next=TensorDict(observation=obs[:, 1:], reward=reward, batch_size=[b, H]),
+        batch_size=[b, H],
+    )
+
+
+def _params(*modules):
+    return [p.detach().clone() for m in modules for p in m.parameters()]
+
+
+def test_trains_inside_a_torchrl_trainer(tmp_path):
+    trainer, stepper, rb, loss = tiny_trainer(200, log_dir=tmp_path)
+    before = _params(loss)
+    trainer.train()
+    # 200 frames in batches of 20, optimisation from 40 frames on: 9 batches x 2 steps
+    assert stepper.steps == 18 and trainer.collected_frames == 200 and len(rb) == 200
+    after = _params(loss)
+    assert all(not torch.equal(a, b) for a, b in zip(before, after) if a.numel() > 1)
+    scalars = tmp_path / "tiny" / "scalars"
+    for name in ("loss_consistency", "loss_reward", "loss_actor", "loss_value", "r_train"):
+        rows = list(csv.reader((scalars / f"{name}.csv").open()))
+        assert rows and all(math.isfinite(float(r[1])) for r in rows), name
+
+
+def test_schedule_counts_and_lr_decay():
+    *_, loss = tiny_agent()
+    cfg = PWMOptimConfig(
+        critic_passes=2, critic_minibatches=3, lr_decay_steps=4, world_model_updates=2
+    )
+    stepper = PWMOptimizationStepper(loss, H, config=cfg)
+    for _ in range(4):
+        metrics = stepper.step(None, _batch().reshape(-1))
+    critic_state = stepper.critic_optimizer.state_dict()["state"]
+    assert int(next(iter(critic_state.values()))["step"]) == 4 * 6
+    assert int(next(iter(stepper.actor_optimizer.state_dict()["state"].values()))["step"]) == 4
+    wm_state = stepper.world_model_optimizer.state_dict()["state"]
+    assert int(next(iter(wm_state.values()))["step"]) == 4 * 2
+    assert stepper.actor_optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    assert stepper.world_model_optimizer.param_groups[0]["lr"] == pytest.approx(3e-4 * 0.3)
+    assert all(torch.isfinite(v).all() for v in metrics.values())
+    capped = PWMOptimizationStepper(loss, H, config=PWMOptimConfig(critic_updates=1))
+    capped.step(None, _batch())
+    assert int(next(iter(capped.critic_optimizer.state_dict()["state"].values()))["step"]) == 1
+
+
+def test_nonfinite_steps_are_skipped_then_stop():
+    *_, loss = tiny_agent()
+    stepper = PWMOptimizationStepper(
+        loss, H, config=PWMOptimConfig(critic_passes=1, max_nonfinite_steps=3)
+    )
+    stepper.step(None, _batch())
+    wm_before = _params(loss.world_model)
+    for _ in range(2):
+        metrics = stepper.step(None, _batch(nan=True))
+    assert metrics["skipped_steps"].item() == 2
+    # the world-model step saw a NaN loss: its parameters are untouched and finite
+    for a, b in zip(wm_before, _params(loss.world_model)):
+        assert torch.equal(a, b)
+    stepper.step(None, _batch())  # a good step resets the run of failures
+    assert stepper.nonfinite_in_a_row == 0
+    with pytest.raises(NonFiniteLossError, match="3 optimisation steps in a row"):
+        for _ in range(3):
+            stepper.step(None, _batch(nan=True))
+    assert all(torch.isfinite(p).all() for p in loss.parameters())
+
+
+def test_state_dict_round_trip():
+    *_, loss = tiny_agent()
+    stepper = PWMOptimizationStepper(
+        loss, H, config=PWMOptimConfig(critic_passes=1, lr_decay_steps=10)
+    )
+    for _ in range(3):
+        stepper.step(None, _batch())
+    state = stepper.state_dict()
+    *_, loss2 = tiny_agent()
+    loss2.load_state_dict(loss.state_dict())
+    stepper2 = PWMOptimizationStepper(
+        loss2, H, config=PWMOptimConfig(critic_passes=1, lr_decay_steps=10)
+    )
+    stepper2.load_state_dict(state)
+    assert (
+        stepper2.steps == 3
+        and stepper2.actor_optimizer.param_groups[0]["lr"]
+        == stepper.actor_optimizer.param_groups[0]["lr"]
+    )
+    torch.manual_seed(1)
+    stepper.step(None, _batch())
+    torch.manual_seed(1)
+    stepper2.step(None, _batch())
+    for a, b in zip(_params(loss), _params(loss2)):
+        torch.testing.assert_close(a, b)
