@@ -79,8 +79,8 @@ def make_env(
         action_repeat: default 2 for DMC, 1 for Gymnasium.
         max_episode_steps: truncate episodes after this many agent steps (default: the task's
             own limit).
-        from_pixels: also render ``pixels`` (for evaluation videos; ``MUJOCO_GL`` defaults
-            to ``egl``, which renders headless).
+        from_pixels: also render ``pixels`` (for evaluation videos).
+            ``MUJOCO_GL`` defaults to ``egl``, which renders headless.
         device: device of the env's outputs.
 
     Examples:
