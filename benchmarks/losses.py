@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import os
 import platform
 import time
 from pathlib import Path
@@ -51,6 +52,16 @@ FIELDS = [
     "updates_per_second",
     "torch",
 ]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def _sync(device: torch.device) -> None:
@@ -222,6 +233,7 @@ def _write(rows: list[dict]) -> None:
             f"| {r['device']} | {r['threads']} | {r['preset']} | {r['what']} | {r['batch']} | "
             f"{r['horizon']} | {r['seconds_per_update']} | {r['updates_per_second']} |"
         )
+    lines += ["", "Analysis and comparison with the original code: `losses_notes.md`."]
     (RESULTS / "losses.md").write_text("\n".join(lines) + "\n")
 
 
