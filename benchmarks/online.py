@@ -21,16 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from torchrl_pwm.plotting import plot_learning_curves, read_eval_csv
+from torchrl_pwm.plotting import plot_learning_curves, published_references, read_eval_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "outputs" / "benchmarks" / "online"
 RESULTS = ROOT / "docs" / "results" / "online"
-PUBLISHED_100K = {
-    "cartpole-swingup": {"TD-MPC2": 839, "SAC": 835},
-    "cheetah-run": {"TD-MPC2": 519, "SAC": 310},
-    "walker-walk": {"TD-MPC2": 962, "SAC": 708},
-}
 
 
 def run(task: str, seed: int, env_steps: int, overrides: list[str]) -> Path:
@@ -72,9 +67,7 @@ def publish(task: str, env_steps: int, seeds: list[int]) -> None:
         {"PWM (torchrl_pwm)": csvs},
         RESULTS / f"{task}.png",
         title=f"{task}: online PWM",
-        references={
-            f"{k} @100k (published)": (100_000, v) for k, v in PUBLISHED_100K.get(task, {}).items()
-        },
+        references=published_references(task, env_steps),
     )
     finals = [read_eval_csv(c)["return_mean"][-1] for c in csvs]
     print(f"{task}: final returns {finals}", flush=True)

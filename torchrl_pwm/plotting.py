@@ -6,7 +6,43 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["plot_learning_curves", "read_eval_csv"]
+__all__ = ["PUBLISHED_DMC_RETURNS", "plot_learning_curves", "published_references", "read_eval_csv"]
+
+#: Published DMC returns at 100k and 500k env steps (TD-MPC2 repository ``results/*.csv`` at
+#: e9f5932, mean over its seeds, env steps after the action repeat of 2).
+PUBLISHED_DMC_RETURNS: dict[str, dict[str, tuple[int, int]]] = {
+    "cartpole-swingup": {"TD-MPC2": (839, 876), "SAC": (835, 835), "DreamerV3": (677, 789)},
+    "cheetah-run": {"TD-MPC2": (519, 758), "SAC": (310, 595), "DreamerV3": (336, 494)},
+    "walker-walk": {"TD-MPC2": (962, 979), "SAC": (708, 953), "DreamerV3": (630, 878)},
+    "walker-run": {"TD-MPC2": (723, 820), "SAC": (340, 604), "DreamerV3": (245, 514)},
+    "acrobot-swingup": {"TD-MPC2": (179, 361), "SAC": (8, 2), "DreamerV3": (101, 322)},
+    "pendulum-swingup": {"TD-MPC2": (724, 842), "SAC": (96, 408), "DreamerV3": (699, 740)},
+    "hopper-hop": {"TD-MPC2": (14, 303), "SAC": (0, 38), "DreamerV3": (10, 163)},
+    "reacher-hard": {"TD-MPC2": (414, 914), "SAC": (161, 517), "DreamerV3": (813, 856)},
+    "finger-spin": {"TD-MPC2": (948, 985), "SAC": (762, 873), "DreamerV3": (328, 752)},
+}
+
+
+def published_references(task: str, max_env_steps: int) -> dict[str, tuple[int, float]]:
+    """Published points of ``task`` within ``max_env_steps``, as ``plot_learning_curves``'s
+    ``references``.
+
+    Examples:
+        >>> published_references("cheetah-run", 100_000)
+        {'TD-MPC2 (published)': (100000, 519), 'SAC (published)': (100000, 310), 'DreamerV3 (published)': (100000, 336)}
+    """
+    refs = {}
+    for method, (at_100k, at_500k) in PUBLISHED_DMC_RETURNS.get(task, {}).items():
+        if max_env_steps >= 500_000:
+            refs[f"{method} @500k (published)"] = (500_000, at_500k)
+        if max_env_steps >= 100_000:
+            key = (
+                f"{method} (published)"
+                if max_env_steps < 500_000
+                else f"{method} @100k (published)"
+            )
+            refs[key] = (100_000, at_100k)
+    return refs
 
 
 def read_eval_csv(path: str | Path) -> dict[str, list[float]]:

@@ -31,7 +31,7 @@ from torchrl_pwm.data import make_sequence_replay_buffer
 from torchrl_pwm.envs import make_env
 from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
 from torchrl_pwm.objectives import PWMLoss
-from torchrl_pwm.plotting import plot_learning_curves
+from torchrl_pwm.plotting import plot_learning_curves, published_references
 from torchrl_pwm.trainers import (
     CheckpointHook,
     EnvStepLogger,
@@ -39,12 +39,6 @@ from torchrl_pwm.trainers import (
     PWMOptimConfig,
     PWMOptimizationStepper,
 )
-
-PUBLISHED_100K = {  # TD-MPC2 repository results, mean over seeds at 100k env steps
-    "cartpole-swingup": {"TD-MPC2": 839, "SAC": 835},
-    "cheetah-run": {"TD-MPC2": 519, "SAC": 310},
-    "walker-walk": {"TD-MPC2": 962, "SAC": 708},
-}
 
 
 @hydra.main(version_base="1.3", config_path="", config_name="config")
@@ -228,12 +222,11 @@ def main(cfg: DictConfig) -> dict:
     print(f"\n{cfg.env.task}: evaluation return (mean ± std over {log_cfg.eval_episodes} episodes)")
     for env_steps, mean, std, _ in history:
         print(f"  {int(env_steps):>8d} env steps: {mean:8.1f} ± {std:6.1f}")
-    published = PUBLISHED_100K.get(cfg.env.task, {})
     png = plot_learning_curves(
         {"PWM (torchrl_pwm)": [run_dir / "eval.csv"]},
         run_dir / "learning_curve.png",
         title=f"{cfg.env.task}, seed {cfg.env.seed}",
-        references={f"{k} @100k (published)": (100_000, v) for k, v in published.items()},
+        references=published_references(cfg.env.task, cfg.collector.total_env_steps),
     )
     print(f"wall-clock {total_wall / 60:.1f} min ({wall / 60:.1f} in this process); split: {split}")
     print(f"learning curve: {png}")
