@@ -14,7 +14,7 @@ from torchrl.objectives.utils import _reduce
 from torchrl.objectives.value import TD1Estimator
 
 from torchrl_pwm.envs import LatentWorldModelEnv
-from torchrl_pwm.objectives._utils import make_estimator
+from torchrl_pwm.objectives._utils import forward_estimator_keys, make_estimator
 
 __all__ = ["FirstOrderActorLoss"]
 
@@ -119,6 +119,12 @@ class FirstOrderActorLoss(LossModule):
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
+    _estimator_keys = (
+        "value",
+        "reward",
+        "done",
+        "terminated",
+    )  # the keys set on the value estimator
     default_value_estimator = ValueEstimators.TD1
     SUPPORTED_VALUE_ESTIMATORS = (ValueEstimators.TD1, ValueEstimators.TDLambda)
     # LossModule runs forward under DETERMINISTIC exploration; imagination samples actions.
@@ -159,27 +165,11 @@ class FirstOrderActorLoss(LossModule):
         self.make_value_estimator(self.default_value_estimator)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
-        if self._value_estimator is not None:
-            self._value_estimator.set_keys(
-                value=self.tensor_keys.value,
-                reward=self.tensor_keys.reward,
-                done=self.tensor_keys.done,
-                terminated=self.tensor_keys.terminated,
-            )
+        forward_estimator_keys(self)
 
     def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams) -> None:
         """Set the return estimator: ``TD1`` (default, gamma 0.99) or ``TDLambda``."""
-        make_estimator(
-            self,
-            value_type,
-            {
-                "value": self.tensor_keys.value,
-                "reward": self.tensor_keys.reward,
-                "done": self.tensor_keys.done,
-                "terminated": self.tensor_keys.terminated,
-            },
-            **hyperparams,
-        )
+        make_estimator(self, value_type, **hyperparams)
 
     def _start_states(self, tensordict: TensorDictBase) -> TensorDictBase:
         env = self.model_based_env

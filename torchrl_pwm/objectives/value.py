@@ -11,7 +11,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import _reduce
 
-from torchrl_pwm.objectives._utils import make_estimator
+from torchrl_pwm.objectives._utils import forward_estimator_keys, make_estimator
 
 __all__ = ["TDLambdaValueLoss"]
 
@@ -96,6 +96,13 @@ class TDLambdaValueLoss(LossModule):
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
+    _estimator_keys = (
+        "value",
+        "value_target",
+        "reward",
+        "done",
+        "terminated",
+    )  # the keys set on the value estimator
     default_value_estimator = ValueEstimators.TDLambda
     SUPPORTED_VALUE_ESTIMATORS = (
         ValueEstimators.TDLambda,
@@ -128,29 +135,11 @@ class TDLambdaValueLoss(LossModule):
         self.make_value_estimator(self.default_value_estimator)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
-        if self._value_estimator is not None:
-            self._value_estimator.set_keys(
-                value=self.tensor_keys.value,
-                value_target=self.tensor_keys.value_target,
-                reward=self.tensor_keys.reward,
-                done=self.tensor_keys.done,
-                terminated=self.tensor_keys.terminated,
-            )
+        forward_estimator_keys(self)
 
     def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams) -> None:
         """Set the target estimator: ``TDLambda`` (default: gamma 0.99, lmbda 0.95), TD0, TD1."""
-        make_estimator(
-            self,
-            value_type,
-            {
-                "value": self.tensor_keys.value,
-                "value_target": self.tensor_keys.value_target,
-                "reward": self.tensor_keys.reward,
-                "done": self.tensor_keys.done,
-                "terminated": self.tensor_keys.terminated,
-            },
-            **hyperparams,
-        )
+        make_estimator(self, value_type, **hyperparams)
 
     def _values(self, tensordict: TensorDictBase, params: TensorDictParams) -> TensorDictBase:
         td = tensordict.select(*self.value_network.in_keys)
