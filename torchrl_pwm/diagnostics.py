@@ -19,21 +19,25 @@ its world model, critic and horizon) into such an objective, and
 call returns ``n`` per-sample values ``f_θ(ξ_{kj})`` whose per-sample gradients ``g_{kj} ∈ R^d``
 (``d`` = number of parameter entries) are assumed i.i.d. (fresh inputs and fresh noise in every
 sample). For each batch ``k``, with ``m_k`` the sample mean and ``v_k`` the unbiased sample
-variance of ``g_{k1..kn}`` (per coordinate),
+variance of ``g_{k1..kn}`` (per coordinate; with ``group_size = s > 1``, ``s`` times the
+variance of the ``n / s`` gradients of group means, which has the same expectation),
 
 .. math::
-    \\widehat{\\mathrm{ESNR}}_k = \\frac{\\sum_i m_{k,i}^2 - \\frac{1}{n}\\sum_i v_{k,i}}
-        {\\sum_i v_{k,i}},
+    A_k = \\sum_i m_{k,i}^2 - \\frac{1}{n}\\sum_i v_{k,i}, \\qquad B_k = \\sum_i v_{k,i},
     \\qquad
-    \\widehat{\\mathrm{ESNR}} = \\frac{1}{K} \\sum_k \\widehat{\\mathrm{ESNR}}_k,
+    \\widehat{\\mathrm{ESNR}} = \\frac{\\frac{1}{K}\\sum_k A_k}{\\frac{1}{K}\\sum_k B_k},
 
 an estimate of ``ESNR = Σ_i E[g]_i² / Σ_i Var[g]_i`` for a *single-sample* gradient (PWM,
-after Parmas et al., 2018). The numerator is unbiased for ``‖E[g]‖²`` (``E[m²] = μ² + σ²/n``)
-and the denominator for ``tr Var[g]``; the ratio keeps a bias of relative order ``1/(n d)``
-(``debias=False`` gives the plug-in ``Σm²/Σv``, biased up by about ``1/n``). The reported
-standard error is that of the mean over the ``K`` batches. A batch-mean gradient of ``n``
-samples has ``n`` times the ESNR of one sample. The per-parameter ``mean`` and ``variance``
-are pooled over all ``K·n`` samples.
+after Parmas et al., 2018). ``A_k`` is unbiased for ``‖E[g]‖²`` (``E[m²] = μ² + σ²/n``) and
+``B_k`` for ``tr Var[g]``; their ratio of means is consistent, with a bias of relative order
+``1 / (K × degrees of freedom of B)``. (Averaging the per-batch ratios ``A_k / B_k``, kept in
+``batch_esnr``, would keep the ``O(1/n)`` bias of ``E[1/B_k]`` however many batches are
+drawn.) ``debias=False`` uses the plug-in ``Σ m²`` (biased up by ``tr Var[g] / n``, i.e. the
+ESNR by ``1/n``). The standard error is the jackknife over batches. PWM's outer expectation
+is over conditions (states, training checkpoints): the batches here are i.i.d. draws of one
+condition, so to average over several, call this once per condition. A batch-mean gradient of
+``n`` samples has ``n`` times the ESNR of one sample. The per-parameter ``mean`` and
+``variance`` are pooled over all ``K·n`` samples.
 """
 
 from __future__ import annotations
@@ -74,9 +78,10 @@ class GradientStatistics:
         num_batches: batches (``K``).
         mean: per-parameter mean gradient, pooled over the ``K·n`` samples (parameter shapes).
         variance: per-parameter unbiased variance of a single-sample gradient, pooled.
-        batch_esnr: the ``K`` per-batch ESNR estimates.
-        esnr: their mean, the ESNR estimate.
-        esnr_std_error: standard error of ``esnr`` (``nan`` when ``K = 1``).
+        batch_esnr: the ``K`` per-batch ratios ``A_k / B_k`` (noisier and more biased than
+            ``esnr``; for inspection).
+        esnr: the ESNR estimate ``mean(A) / mean(B)``.
+        esnr_std_error: its jackknife standard error (``nan`` when ``K = 1``).
 
     Examples:
         >>> theta = torch.zeros(3, requires_grad=True)
@@ -118,13 +123,18 @@ class GradientStatistics:
         }
 
 
-def _per_sample_gradients(
-    values: torch.Tensor, parameters: Sequence[torch.Tensor], method: str
+def _group_gradients(
+    values: torch.Tensor, parameters: Sequence[torch.Tensor], method: str, group_size: int
 ) -> list[torch.Tensor]:
-    """Gradients of each ``values[j]`` w.r.t. ``parameters``: tensors ``[n, *p.shape]``."""
-    n = values.shape[0]
+    """Gradients of the mean of each group of ``group_size`` consecutive ``values``.
+
+    Returns tensors ``[n // group_size, *p.shape]`` (per-sample gradients for groups of 1).
+    """
+    n = values.shape[0] // group_size
+    weights = torch.eye(n, dtype=values.dtype, device=values.device)
+    weights = weights.repeat_interleave(group_size, dim=1) / group_size
     if method in ("auto", "vmap"):
-        eye = torch.eye(n, dtype=values.dtype, device=values.device)
+        eye = weights
         try:
             with warnings.catch_warnings():
                 # vmap falls back to a slow path for some backward ops and says so: harmless.
@@ -147,10 +157,15 @@ def _per_sample_gradients(
     rows = []
     for j in range(n):
         grads = torch.autograd.grad(
-            values[j], parameters, retain_graph=j < n - 1, allow_unused=True
+            values, parameters, weights[j], retain_graph=j < n - 1, allow_unused=True
         )
         rows.append([torch.zeros_like(p) if g is None else g for g, p in zip(grads, parameters)])
     return [torch.stack(col) for col in zip(*rows)]
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    # zero variance (a deterministic gradient): infinite signal-to-noise
+    return numerator / denominator if denominator > 0 else torch.full_like(denominator, math.inf)
 
 
 def _baseline(values: torch.Tensor, baseline: str | float) -> torch.Tensor:
@@ -188,7 +203,8 @@ def gradient_statistics(
     estimator: str = "first_order",
     baseline: str | float = "leave_one_out",
     debias: bool = True,
-    per_sample: str = "auto",
+    group_size: int = 1,
+    backward: str = "loop",
 ) -> GradientStatistics:
     """Estimate the mean, variance and ESNR of a policy-gradient estimator.
 
@@ -214,16 +230,24 @@ def gradient_statistics(
             other samples' objectives, which keeps the estimator unbiased), ``"none"``, or a
             constant.
         debias: subtract the ``1/n`` bias of ``Σ m²`` (see the module docstring).
-        per_sample: how per-sample gradients are computed: ``"vmap"`` (one batched backward,
-            ``torch.autograd.grad(..., is_grads_batched=True)``), ``"loop"`` (``n``
-            backwards) or ``"auto"`` (vmap, else loop).
+        group_size: ``1`` (default) differentiates every sample separately, which costs
+            ``n`` backward passes through the whole batch. With ``s > 1`` the gradients of
+            the means of ``n / s`` groups of ``s`` consecutive samples are taken instead,
+            and the single-sample variance is estimated as ``s`` times their variance
+            (unbiased, with ``n / s - 1`` degrees of freedom): ``s`` times cheaper, a little
+            noisier. ``n`` must be a multiple of ``s``, with at least two groups.
+        backward: how the ``n / s`` backward passes are run: ``"loop"`` (default),
+            ``"vmap"`` (one batched backward, ``torch.autograd.grad(...,
+            is_grads_batched=True)``) or ``"auto"`` (vmap, else loop). Both give the same
+            numbers; vmap is faster on small graphs, but ops without a batching rule for
+            their backward (LayerNorm) fall back to a slow path that makes it slower.
 
     Returns:
         A :class:`GradientStatistics` on the parameters' device.
 
     Raises:
-        ValueError: fewer than 2 samples per batch, ``num_batches < 1``, a malformed objective
-            output, or parameters that do not require gradients.
+        ValueError: fewer than 2 samples (or groups) per batch, ``num_batches < 1``, a
+            malformed objective output, or parameters that do not require gradients.
         FloatingPointError: a non-finite objective or gradient.
 
     Examples:
@@ -253,8 +277,10 @@ def gradient_statistics(
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
-    if per_sample not in ("auto", "vmap", "loop"):
-        raise ValueError(f"per_sample must be 'auto', 'vmap' or 'loop', got {per_sample!r}.")
+    if backward not in ("auto", "vmap", "loop"):
+        raise ValueError(f"backward must be 'auto', 'vmap' or 'loop', got {backward!r}.")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}.")
     if num_batches < 1:
         raise ValueError(f"num_batches must be >= 1, got {num_batches}.")
     params = list(parameters)
@@ -268,7 +294,9 @@ def gradient_statistics(
     count = 0
     means: list[torch.Tensor] = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     m2s: list[torch.Tensor] = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-    batch_esnr = []
+    numerators: list[torch.Tensor] = []
+    denominators: list[torch.Tensor] = []
+    n = None
     for k in range(num_batches):
         out = objective(sampler()) if sampler is not None else objective()
         if estimator == "first_order":
@@ -287,8 +315,18 @@ def gradient_statistics(
                 raise ValueError("The log-probabilities do not depend on the parameters.")
             weight = values - _baseline(values, baseline)
             values = weight * log_prob
+        if n is not None and values.shape[0] != n:
+            raise ValueError(
+                f"Every batch must hold the same number of samples: {values.shape[0]} != {n}."
+            )
         n = values.shape[0]
-        grads = _per_sample_gradients(values, params, per_sample)
+        if n % group_size or n // group_size < 2:
+            raise ValueError(
+                f"{n} samples per batch do not make at least 2 groups of group_size="
+                f"{group_size} (n must be a multiple of it)."
+            )
+        groups = n // group_size
+        grads = _group_gradients(values, params, backward, group_size)
         sq_mean = values.new_zeros((), dtype=torch.float64)
         var_sum = values.new_zeros((), dtype=torch.float64)
         for i, g in enumerate(grads):
@@ -298,33 +336,34 @@ def gradient_statistics(
                     f"{tuple(params[i].shape)}) in batch {k}."
                 )
             g = g.double()
-            m, v = g.mean(0), g.var(0, unbiased=True)
+            m, v_group = g.mean(0), g.var(0, unbiased=True)
             sq_mean = sq_mean + m.square().sum()
-            var_sum = var_sum + v.sum()
-            # Chan et al.'s merge of (mean, M2) keeps the pooled variance accurate.
+            var_sum = var_sum + v_group.sum() * group_size  # single-sample variance
+            # Chan et al.'s merge of (mean, M2) of group means keeps the pooled variance
+            # accurate.
             delta = m - means[i]
-            total = count + n
-            means[i] = means[i] + delta * n / total
-            m2s[i] = m2s[i] + v * (n - 1) + delta.square() * count * n / total
-        count += n
-        numerator = sq_mean - var_sum / n if debias else sq_mean
-        batch_esnr.append(
-            numerator / var_sum if var_sum > 0 else torch.full_like(var_sum, math.inf)
-        )
-    ratios = torch.stack(batch_esnr)
-    std_error = (
-        ratios.std() / math.sqrt(num_batches)
-        if num_batches > 1
-        else torch.full_like(ratios[0], math.nan)
-    )
+            total = count + groups
+            means[i] = means[i] + delta * groups / total
+            m2s[i] = m2s[i] + v_group * (groups - 1) + delta.square() * count * groups / total
+        count += groups
+        numerators.append(sq_mean - var_sum / n if debias else sq_mean)
+        denominators.append(var_sum)
+    num, den = torch.stack(numerators), torch.stack(denominators)
+    esnr = _ratio(num.sum(), den.sum())
+    if num_batches > 1:
+        # jackknife over batches: the ratio of means is not a mean, so no plain std / sqrt(K)
+        loo = torch.stack([_ratio(num.sum() - a, den.sum() - b) for a, b in zip(num, den)])
+        std_error = ((num_batches - 1) / num_batches * (loo - loo.mean()).square().sum()).sqrt()
+    else:
+        std_error = torch.full_like(esnr, math.nan)
     return GradientStatistics(
         estimator=estimator,
         num_samples=n,
         num_batches=num_batches,
         mean=[m.to(p.dtype) for m, p in zip(means, params)],
-        variance=[(m2 / (count - 1)).to(p.dtype) for m2, p in zip(m2s, params)],
-        batch_esnr=ratios,
-        esnr=ratios.mean(),
+        variance=[(m2 * group_size / (count - 1)).to(p.dtype) for m2, p in zip(m2s, params)],
+        batch_esnr=torch.stack([_ratio(a, b) for a, b in zip(num, den)]),
+        esnr=esnr,
         esnr_std_error=std_error,
     )
 
@@ -448,7 +487,8 @@ def actor_gradient_statistics(
     num_batches: int = 8,
     baseline: str | float = "leave_one_out",
     debias: bool = True,
-    per_sample: str = "auto",
+    group_size: int = 1,
+    backward: str = "loop",
 ) -> GradientStatistics:
     """Gradient statistics of a :class:`FirstOrderActorLoss`'s actor, per start state.
 
@@ -467,7 +507,8 @@ def actor_gradient_statistics(
         num_batches: independent batches.
         baseline: zeroth order only, see :func:`gradient_statistics`.
         debias: see :func:`gradient_statistics`.
-        per_sample: see :func:`gradient_statistics`.
+        group_size: see :func:`gradient_statistics`.
+        backward: see :func:`gradient_statistics`.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -494,5 +535,6 @@ def actor_gradient_statistics(
         estimator=estimator,
         baseline=baseline,
         debias=debias,
-        per_sample=per_sample,
+        group_size=group_size,
+        backward=backward,
     )
