@@ -1,0 +1,224 @@
+"""TorchRL's SAC on the same tasks and evaluation protocol as PWM: the off-policy baseline.
+
+    python examples/sac/train.py                                  # cartpole-swingup, 100k env steps
+    python examples/sac/train.py env.task=cheetah-run env.seed=1
+    python examples/sac/train.py resume=true                       # continue a killed run
+
+Everything is TorchRL's own: ``SACLoss`` with a tanh-Gaussian actor and two Q-networks built as
+in ``sota-implementations/sac/utils.py``, a ``Collector``, a uniform ``TensorDictReplayBuffer``,
+``SoftUpdate`` target networks and a plain ``torchrl.trainers.Trainer`` with its replay-buffer,
+target-update and weight-sync hooks. Only the environment (``torchrl_pwm.envs.make_env``) and
+the evaluation / checkpoint bookkeeping (``torchrl_pwm.trainers.register_run_hooks``) are
+shared with ``examples/pwm``, so the results are comparable. Results go to
+``outputs/sac/<task>/seed<seed>/``: ``eval.csv``, ``timings.json``, ``learning_curve.png``,
+TorchRL logs under ``logs/`` and ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensordict.nn import InteractionType, NormalParamExtractor, TensorDictModule
+from torch import nn
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.objectives import SACLoss, SoftUpdate, group_optimizers
+from torchrl.trainers import (
+    LogScalar,
+    ReplayBufferTrainer,
+    TargetNetUpdaterHook,
+    Trainer,
+    UpdateWeights,
+)
+
+from torchrl_pwm.checkpoint import CheckpointError
+from torchrl_pwm.envs import make_env
+from torchrl_pwm.trainers import (
+    EnvStepLogger,
+    TimedOptimizationStepper,
+    check_fresh_run,
+    finish_run,
+    make_logger,
+    register_run_hooks,
+)
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
+
+
+def make_sac_modules(cfg: DictConfig, action_spec, device: torch.device):
+    """Actor and Q-network exactly as ``sota-implementations/sac/utils.make_sac_agent``."""
+    net = cfg.network
+    if net.activation not in ACTIVATIONS:
+        raise ValueError(f"network.activation must be one of {sorted(ACTIVATIONS)}")
+    act = ACTIVATIONS[net.activation]
+    actor_net = nn.Sequential(
+        MLP(
+            num_cells=list(net.hidden_sizes),
+            out_features=2 * action_spec.shape[-1],
+            activation_class=act,
+            device=device,
+        ),
+        NormalParamExtractor(
+            scale_mapping=f"biased_softplus_{net.default_policy_scale}", scale_lb=net.scale_lb
+        ),
+    )
+    actor = ProbabilisticActor(
+        TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        spec=action_spec,
+        distribution_class=TanhNormal,
+        distribution_kwargs={
+            "low": action_spec.space.low,
+            "high": action_spec.space.high,
+            "tanh_loc": False,
+        },
+        default_interaction_type=InteractionType.RANDOM,
+    )
+    qvalue = ValueOperator(
+        MLP(num_cells=list(net.hidden_sizes), out_features=1, activation_class=act, device=device),
+        in_keys=["action", "observation"],
+    )
+    return actor, qvalue
+
+
+@hydra.main(version_base="1.3", config_path="", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.env.seed)
+    device = torch.device(cfg.device)
+    run_dir = Path.cwd()
+    try:
+        check_fresh_run(run_dir / cfg.checkpoint.path, cfg.resume)
+    except FileExistsError as err:
+        raise SystemExit(str(err)) from err
+
+    # -- environments ------------------------------------------------------------------------
+    env = make_env(cfg.env.task, seed=cfg.env.seed, action_repeat=cfg.env.action_repeat)
+    eval_env = make_env(
+        cfg.env.task, seed=cfg.env.seed + 10_000, action_repeat=cfg.env.action_repeat
+    )
+    repeat = env.action_repeat
+
+    # -- networks and loss (sota utils.make_sac_agent / make_loss_module) ---------------------
+    actor, qvalue = make_sac_modules(cfg, env.action_spec.to(device), device)
+    with torch.no_grad():  # materialise the lazy layers
+        td = env.fake_tensordict().to(device)
+        actor(td)
+        qvalue(td)
+    o = cfg.optim
+    loss = SACLoss(
+        actor_network=actor,
+        qvalue_network=qvalue,
+        num_qvalue_nets=o.num_qvalue_nets,
+        loss_function=o.loss_function,
+        delay_actor=False,
+        delay_qvalue=True,
+        alpha_init=o.alpha_init,
+    )
+    loss.make_value_estimator(gamma=o.gamma)
+    target_updater = SoftUpdate(loss, eps=o.target_update_polyak)
+    optimizer = group_optimizers(  # sota utils.make_sac_optimizer
+        torch.optim.Adam(
+            loss.actor_network_params.flatten_keys().values(),
+            lr=o.lr,
+            weight_decay=o.weight_decay,
+            eps=o.adam_eps,
+        ),
+        torch.optim.Adam(
+            loss.qvalue_network_params.flatten_keys().values(),
+            lr=o.lr,
+            weight_decay=o.weight_decay,
+            eps=o.adam_eps,
+        ),
+        torch.optim.Adam([loss.log_alpha], lr=3.0e-4),
+    )
+
+    # -- data --------------------------------------------------------------------------------
+    total_frames = cfg.collector.total_env_steps // repeat
+    frames_per_batch = cfg.collector.frames_per_batch
+    collector = Collector(
+        env,
+        actor,
+        frames_per_batch=frames_per_batch,
+        total_frames=total_frames,
+        init_random_frames=cfg.collector.seed_env_steps // repeat,
+        device=device,
+    )
+    capacity = cfg.replay_buffer.capacity or total_frames
+    replay_buffer = TensorDictReplayBuffer(
+        storage=LazyTensorStorage(capacity, device=cfg.replay_buffer.device),
+        batch_size=o.batch_size,
+        prefetch=cfg.replay_buffer.prefetch,
+    )
+
+    # -- trainer -----------------------------------------------------------------------------
+    log_cfg = cfg.logger
+    logger = make_logger(
+        log_cfg.backend, log_cfg.exp_name, project_name=log_cfg.project_name, mode=log_cfg.mode
+    )
+    stepper = TimedOptimizationStepper()
+    trainer = Trainer(
+        collector=collector,
+        total_frames=total_frames,
+        frame_skip=1,
+        optim_steps_per_batch=max(int(frames_per_batch * cfg.collector.utd_ratio), 1),
+        loss_module=loss,
+        optimizer=optimizer,
+        optimization_stepper=stepper,
+        clip_grad_norm=False,  # sota SAC does not clip
+        logger=EnvStepLogger(logger, repeat),
+        progress_bar=log_cfg.progress_bar,
+        log_interval=frames_per_batch * 10,
+    )
+    ReplayBufferTrainer(replay_buffer, device=device).register(trainer)
+    trainer.register_op("post_optim", TargetNetUpdaterHook(target_updater))  # every update
+    UpdateWeights(collector, update_weights_interval=1).register(trainer)
+    LogScalar(("next", "reward"), "train/reward", include_std=False).register(trainer)
+    metadata = {
+        "algorithm": "sac",
+        "task": cfg.env.task,
+        "replay_capacity": capacity,  # the stored buffer only loads into one of the same size
+        "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True),
+    }
+    try:
+        hooks = register_run_hooks(
+            trainer,
+            eval_env,
+            actor,
+            run_dir=run_dir,
+            eval_every=log_cfg.eval_every,
+            eval_episodes=log_cfg.eval_episodes,
+            frame_to_env_steps=repeat,
+            checkpoint_every=cfg.checkpoint.every,
+            checkpoint_path=cfg.checkpoint.path,
+            metadata=metadata,
+            resume=cfg.resume,
+            check_metadata=("algorithm", "task", "replay_capacity"),
+        )
+    except CheckpointError as err:
+        raise SystemExit(f"Cannot resume: {err}") from err
+    except ValueError as err:
+        raise SystemExit(f"Bad configuration: {err}") from err
+    if cfg.resume:
+        print(f"Resumed at {trainer.collected_frames * repeat} env steps.", flush=True)
+
+    # -- train -------------------------------------------------------------------------------
+    trainer.train()  # evaluates and checkpoints at the end too
+    print(f"{stepper.steps} SAC updates in {stepper.seconds:.1f} s", flush=True)
+    return finish_run(
+        hooks,
+        label="SAC (TorchRL)",
+        task=cfg.env.task,
+        seed=cfg.env.seed,
+        total_env_steps=cfg.collector.total_env_steps,
+        timings={"optimization": stepper.seconds},
+    )
+
+
+if __name__ == "__main__":
+    main()

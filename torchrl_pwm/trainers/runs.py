@@ -1,0 +1,236 @@
+"""One training run's bookkeeping, shared by the examples: evaluation, checkpoints, results.
+
+Every example (PWM, and the TorchRL SAC / PPO baselines it is compared with) writes the same
+run directory: ``eval.csv`` (``env_steps, return_mean, return_std, wall_time_s``),
+``timings.json``, ``learning_curve.png``, TorchRL logs under ``logs/`` and ``checkpoint.pt``.
+The helpers here attach the hooks that produce them to a plain ``torchrl.trainers.Trainer``
+and write the summary at the end, so that the protocol is identical across algorithms.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tensordict import TensorDictBase
+from torchrl.envs import EnvBase
+from torchrl.record.loggers import Logger, get_logger
+from torchrl.trainers import DefaultOptimizationStepper, Trainer
+
+from torchrl_pwm.plotting import plot_learning_curves, published_references
+from torchrl_pwm.trainers.hooks import CheckpointHook, PolicyEvaluator
+
+__all__ = [
+    "RunHooks",
+    "TimedOptimizationStepper",
+    "check_fresh_run",
+    "finish_run",
+    "make_logger",
+    "register_run_hooks",
+]
+
+
+def make_logger(
+    backend: str,
+    exp_name: str,
+    *,
+    log_dir: str | Path = "logs",
+    project_name: str = "torchrl_pwm",
+    mode: str = "offline",
+) -> Logger:
+    """A TorchRL logger (``csv``, ``tensorboard`` or ``wandb``, offline unless ``mode``
+    says otherwise).
+
+    Examples:
+        >>> import tempfile
+        >>> type(make_logger("csv", "run", log_dir=tempfile.mkdtemp())).__name__
+        'CSVLogger'
+    """
+    kwargs: dict[str, Any] = {}
+    if backend == "wandb":
+        kwargs["wandb_kwargs"] = {"mode": mode, "project": project_name}
+    return get_logger(backend, str(log_dir), exp_name, **kwargs)
+
+
+def check_fresh_run(checkpoint_path: str | Path, resume: bool) -> None:
+    """Refuse to start over a run that has a checkpoint unless ``resume`` is set.
+
+    Raises:
+        FileExistsError: ``checkpoint_path`` exists and ``resume`` is False.
+
+    Examples:
+        >>> check_fresh_run("/nonexistent/checkpoint.pt", resume=False)  # nothing there: fine
+    """
+    path = Path(checkpoint_path)
+    if not resume and path.exists():
+        raise FileExistsError(
+            f"{path} exists: pass resume=true to continue that run, or choose another "
+            "hydra.run.dir / env.seed."
+        )
+
+
+class TimedOptimizationStepper(DefaultOptimizationStepper):
+    """TorchRL's :class:`~torchrl.trainers.DefaultOptimizationStepper` (sum of the ``loss*``
+    entries, one backward, one ``trainer.optimizer`` step) that also counts its steps and
+    their wall-clock, for ``timings.json``.
+
+    Examples:
+        >>> stepper = TimedOptimizationStepper()
+        >>> stepper.steps, stepper.seconds
+        (0, 0.0)
+    """
+
+    def __init__(self, loss_components: list[str] | None = None) -> None:
+        super().__init__(loss_components)
+        self.steps = 0
+        self.seconds = 0.0
+
+    def step(self, trainer: Trainer, sub_batch: TensorDictBase) -> TensorDictBase:
+        t0 = time.perf_counter()
+        out = super().step(trainer, sub_batch).detach()
+        self.seconds += time.perf_counter() - t0
+        self.steps += 1
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.steps = state_dict["steps"]
+        self.seconds = state_dict["seconds"]
+
+
+@dataclass
+class RunHooks:
+    """The evaluation and checkpoint hooks of one run (see :func:`register_run_hooks`)."""
+
+    evaluator: PolicyEvaluator
+    checkpoint: CheckpointHook | None
+    run_dir: Path
+    frame_to_env_steps: int
+
+
+def register_run_hooks(
+    trainer: Trainer,
+    eval_env: EnvBase,
+    policy,
+    *,
+    run_dir: str | Path,
+    eval_every: int,
+    eval_episodes: int,
+    frame_to_env_steps: int,
+    checkpoint_every: int | None,
+    checkpoint_path: str = "checkpoint.pt",
+    metadata: dict[str, Any] | None = None,
+    resume: bool = False,
+    check_metadata: tuple[str, ...] = ("task",),
+) -> RunHooks:
+    """Attach the project's evaluation protocol and checkpoints to ``trainer``; resume.
+
+    Registers a :class:`~torchrl_pwm.trainers.PolicyEvaluator` (``eval_episodes``
+    deterministic episodes every ``eval_every`` **env** steps, rows appended to
+    ``run_dir/eval.csv``) and, when ``checkpoint_every`` is set, a
+    :class:`~torchrl_pwm.trainers.CheckpointHook` after it. With ``resume=True`` the
+    checkpoint is loaded into the trainer (every module registered *before* this call is
+    restored, so register the replay buffer and optimisation hooks first).
+
+    Args:
+        trainer: a ``torchrl.trainers.Trainer`` with its other hooks registered.
+        eval_env: the evaluation environment (seeded apart from the training one).
+        policy: the policy evaluated; ``ExplorationType.DETERMINISTIC`` is set around it.
+
+    Keyword Args:
+        run_dir: where ``eval.csv`` and the checkpoint go.
+        eval_every: env steps between evaluations.
+        eval_episodes: episodes per evaluation.
+        frame_to_env_steps: the action repeat.
+        checkpoint_every: env steps between checkpoints; ``None`` or 0: no checkpoints.
+        checkpoint_path: checkpoint file name inside ``run_dir``.
+        metadata: plain values stored in the checkpoint (e.g. the task and config).
+        resume: load the checkpoint now.
+        check_metadata: metadata keys that must match the checkpoint's to resume.
+
+    Raises:
+        ValueError: non-positive ``eval_every``, ``eval_episodes`` or ``frame_to_env_steps``;
+            ``resume`` without checkpoints.
+        torchrl_pwm.checkpoint.CheckpointError: the checkpoint cannot be resumed.
+    """
+    for name, value in (
+        ("eval_every", eval_every),
+        ("eval_episodes", eval_episodes),
+        ("frame_to_env_steps", frame_to_env_steps),
+    ):
+        if value is None or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    run_dir = Path(run_dir)
+    evaluator = PolicyEvaluator(
+        eval_env,
+        policy,
+        interval=max(eval_every // frame_to_env_steps, 1),
+        num_episodes=eval_episodes,
+        frame_to_env_steps=frame_to_env_steps,
+        csv_path=run_dir / "eval.csv",
+    )
+    evaluator.register(trainer)
+    checkpoint = None
+    if checkpoint_every:
+        checkpoint = CheckpointHook(
+            run_dir / checkpoint_path,
+            interval=max(checkpoint_every // frame_to_env_steps, 1),
+            metadata=metadata,
+        )
+        checkpoint.register(trainer)
+        if resume:
+            checkpoint.resume(check_metadata=check_metadata)
+    elif resume:
+        raise ValueError("resume=true needs checkpoints (checkpoint.every > 0).")
+    return RunHooks(evaluator, checkpoint, run_dir, frame_to_env_steps)
+
+
+def finish_run(
+    hooks: RunHooks,
+    *,
+    label: str,
+    task: str,
+    seed: int,
+    total_env_steps: int,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Write ``timings.json`` and ``learning_curve.png`` and print the learning curve.
+
+    ``timings.json`` holds ``timings`` (seconds, e.g. ``{"optimization": 12.0}``, written as
+    ``optimization_s``), ``evaluation_s``, ``checkpoint_s``, the remainder
+    ``collection_and_overhead_s`` and ``total_s``, the run's wall-clock over all its
+    processes (resumed runs included). Its existence marks the run finished.
+
+    Returns:
+        ``{"history": [[env_steps, mean, std, wall_s], ...], "timings": {...}}``.
+    """
+    evaluator, checkpoint = hooks.evaluator, hooks.checkpoint
+    total = evaluator.state_dict()["elapsed"]
+    split = {f"{k}_s": round(v, 1) for k, v in (timings or {}).items()}
+    split["evaluation_s"] = round(evaluator.eval_seconds, 1)
+    split["checkpoint_s"] = round(checkpoint.save_seconds, 1) if checkpoint else 0.0
+    split["collection_and_overhead_s"] = round(total - sum(split.values()), 1)
+    split["total_s"] = round(total, 1)
+    (hooks.run_dir / "timings.json").write_text(json.dumps(split, indent=1))
+
+    history = evaluator.history
+    print(
+        f"\n{label} on {task}: evaluation return (mean ± std over {evaluator.num_episodes} "
+        "episodes)"
+    )
+    for env_steps, mean, std, _ in history:
+        print(f"  {int(env_steps):>8d} env steps: {mean:8.1f} ± {std:6.1f}")
+    png = plot_learning_curves(
+        {label: [hooks.run_dir / "eval.csv"]},
+        hooks.run_dir / "learning_curve.png",
+        title=f"{task}, seed {seed}",
+        references=published_references(task, total_env_steps),
+    )
+    print(f"wall-clock {total / 60:.1f} min; split: {split}")
+    print(f"learning curve: {png}")
+    return {"history": history, "timings": split}
