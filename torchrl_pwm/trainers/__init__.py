@@ -1,10 +1,18 @@
-"""Training: PWM's optimisation step and Trainer hooks for TorchRL's ``Trainer``."""
+"""Training: PWM's optimisation step, Trainer hooks and run bookkeeping for TorchRL's ``Trainer``."""
 
 from torchrl_pwm.trainers.hooks import (
     CheckpointHook,
     EnvStepLogger,
     PolicyEvaluator,
     evaluate_policy,
+)
+from torchrl_pwm.trainers.runs import (
+    RunHooks,
+    TimedOptimizationStepper,
+    check_fresh_run,
+    finish_run,
+    make_logger,
+    register_run_hooks,
 )
 from torchrl_pwm.trainers.stepper import NonFiniteLossError, PWMOptimConfig, PWMOptimizationStepper
 
@@ -15,5 +23,11 @@ __all__ = [
     "PWMOptimConfig",
     "PWMOptimizationStepper",
     "PolicyEvaluator",
+    "RunHooks",
+    "TimedOptimizationStepper",
+    "check_fresh_run",
     "evaluate_policy",
+    "finish_run",
+    "make_logger",
+    "register_run_hooks",
 ]
