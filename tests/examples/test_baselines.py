@@ -1,0 +1,253 @@
+"""examples/sac, examples/ppo and benchmarks/learning.py: configs, result bookkeeping and real runs."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[2]
+SAC = ROOT / "examples" / "sac" / "train.py"
+PPO = ROOT / "examples" / "ppo" / "train.py"
+PWM_TINY = [
+    "world_model.latent_dim=16",
+    "world_model.enc_dim=32",
+    "world_model.mlp_dim=32",
+    "world_model.horizon=4",
+    "world_model.batch_size=16",
+    "actor.hidden_sizes=[32]",
+    "actor.imagination_horizon=4",
+    "critic.hidden_sizes=[32]",
+    "collector.seed_env_steps=400",
+]
+SAC_TINY = ["network.hidden_sizes=[32,32]", "optim.batch_size=32", "collector.frames_per_batch=50",
+            "collector.seed_env_steps=200"]  # fmt: skip
+PPO_TINY = ["collector.frames_per_batch=100", "loss.mini_batch_size=50", "loss.ppo_epochs=2"]
+
+
+def _learning():
+    spec = importlib.util.spec_from_file_location("learning", ROOT / "benchmarks" / "learning.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["learning"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(script: Path, run_dir: Path, *overrides: str, timeout: int = 600):
+    cmd = [sys.executable, str(script), f"hydra.run.dir={run_dir}", "logger.progress_bar=false",
+           "threads=1", *overrides]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _eval_rows(run_dir: Path) -> list[list[float]]:
+    rows = [list(map(float, r)) for r in list(csv.reader((run_dir / "eval.csv").open()))[1:]]
+    assert rows and all(math.isfinite(v) for r in rows for v in r), run_dir
+    return rows
+
+
+def _check_run(run_dir: Path, final_env_steps: int) -> None:
+    rows = _eval_rows(run_dir)
+    assert int(rows[-1][0]) == final_env_steps  # env steps, after the action repeat of 2
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert timings["total_s"] > 0 and timings["optimization_s"] >= 0
+    assert (run_dir / "learning_curve.png").stat().st_size > 0
+
+
+# -- configs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["sac", "ppo"])
+def test_config_shares_pwm_groups_and_cites_sources(algorithm):
+    cfg = OmegaConf.load(ROOT / "examples" / algorithm / "config.yaml")
+    pwm = OmegaConf.load(ROOT / "examples" / "pwm" / "config.yaml")
+    for group in ("env", "collector", "logger", "checkpoint"):
+        assert group in cfg, group
+    for key in ("task", "seed", "action_repeat"):
+        assert cfg.env[key] == pwm.env[key]
+    for key in ("backend", "exp_name", "eval_every", "eval_episodes", "progress_bar"):
+        assert key in cfg.logger
+    assert cfg.logger.eval_episodes == pwm.logger.eval_episodes
+    assert "total_env_steps" in cfg.collector and "resume" in cfg and "device" in cfg
+    assert cfg.hydra.run.dir == f"outputs/{algorithm}/cartpole-swingup/seed0"  # resolved
+    # every hyper-parameter line names where its value comes from
+    text = (ROOT / "examples" / algorithm / "config.yaml").read_text()
+    groups = {"network", "optim", "loss", "replay_buffer"}
+    current = None
+    for line in text.splitlines():
+        if line and not line.startswith((" ", "#")):
+            current = line.split(":")[0]
+        elif current in groups and ":" in line and not line.strip().startswith("#"):
+            assert "#" in line and ("sota" in line or "DEVIATION" in line), line
+
+
+# -- learning.py bookkeeping on synthetic run dirs -----------------------------------------
+
+
+def _fake_run(d: Path, returns: list[float], steps: list[int], total_s: float = 60.0) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    rows = ["env_steps,return_mean,return_std,wall_time_s"]
+    rows += [f"{s},{r},1.0,{i * 10.0}" for i, (s, r) in enumerate(zip(steps, returns))]
+    (d / "eval.csv").write_text("\n".join(rows) + "\n")
+    (d / "timings.json").write_text(json.dumps({"total_s": total_s}))
+
+
+def test_learning_plan_skips_resumes_imports_and_waits(tmp_path):
+    lb = _learning()
+    runs, online, copies = tmp_path / "runs", tmp_path / "online", tmp_path / "copies"
+    budget, steps = 1000, [500, 1000]
+    _fake_run(runs / "sac" / "cartpole-swingup_1000" / "seed0", [10, 20], steps)
+    (runs / "ppo" / "cartpole-swingup_1000" / "seed0").mkdir(parents=True)
+    (runs / "ppo" / "cartpole-swingup_1000" / "seed0" / "checkpoint.pt").write_bytes(b"x")
+    busy = runs / "sac" / "cheetah-run_1000" / "seed0"
+    busy.mkdir(parents=True)
+    (busy / ".lock").write_text(str(os.getpid()))
+    stale = runs / "ppo" / "cheetah-run_1000" / "seed0"
+    stale.mkdir(parents=True)
+    (stale / ".lock").write_text("999999999")  # no such process: not busy
+    # PWM: a finished online run, a docs copy at the budget, an unfinished online run
+    _fake_run(online / "cartpole-swingup_1000" / "seed0", [30, 40], steps, total_s=120.0)
+    _fake_run(tmp_path / "tmp", [50, 60], steps)
+    copies.mkdir()
+    (tmp_path / "tmp" / "eval.csv").rename(copies / "cheetah-run_seed0.csv")
+    (tmp_path / "tmp" / "timings.json").rename(copies / "cheetah-run_seed0.timings.json")
+    (online / "walker-walk_1000" / "seed0").mkdir(parents=True)
+
+    steps_ = lb.plan(["pwm", "sac", "ppo"], ["cartpole-swingup", "cheetah-run", "walker-walk"],
+                     [0], budget, runs_root=runs, online_runs=online, online_results=copies)  # fmt: skip
+    actions = {(s.run.algorithm, s.run.task): s.action for s in steps_}
+    assert actions == {
+        ("pwm", "cartpole-swingup"): "import",
+        ("sac", "cartpole-swingup"): "done",
+        ("ppo", "cartpole-swingup"): "resume",
+        ("pwm", "cheetah-run"): "import",
+        ("sac", "cheetah-run"): "busy",
+        ("ppo", "cheetah-run"): "run",
+        ("pwm", "walker-walk"): "wait",
+        ("sac", "walker-walk"): "run",
+        ("ppo", "walker-walk"): "run",
+    }
+    with pytest.raises(ValueError, match="Unknown algorithm"):
+        lb.plan(["dreamer"], ["cartpole-swingup"], [0], budget, runs_root=runs)
+
+    # a docs copy that stops short of the budget is not imported
+    assert lb._online_pwm("cheetah-run", 0, 2000, online, copies) == (None, None)
+
+    results = tmp_path / "results"
+    found = lb.publish(results, runs, online_runs=online, online_results=copies,
+                       budgets=[budget], tasks=["cartpole-swingup", "cheetah-run"], seeds=[0])  # fmt: skip
+    assert {(r.algorithm, r.task, r.source) for r in found} == {
+        ("sac", "cartpole-swingup", "learning"),
+        ("pwm", "cartpole-swingup", "online run"),
+        ("pwm", "cheetah-run", "online copy"),
+    }
+    rows = list(csv.DictReader((results / "learning.csv").open()))
+    assert list(rows[0]) == ["algorithm", "task", "seed", "env_steps", "eval_return", "wall_time",
+                             "budget"]  # fmt: skip
+    assert len(rows) == 6 and {r["budget"] for r in rows} == {"1000"}
+    per_run = {
+        (r["algorithm"], r["task"]): r
+        for r in csv.DictReader((results / "learning_runs.csv").open())
+    }
+    assert per_run["pwm", "cartpole-swingup"]["final_return"] == "40.00"
+    assert per_run["pwm", "cartpole-swingup"]["wall_clock_s"] == "120.0"
+    assert (results / "learning" / "cartpole-swingup_1000.png").stat().st_size > 0
+    md = (results / "learning.md").read_text()
+    assert "| walker-walk | *not run* | *not run* | *not run* | 962 | 708 | 630 |" in md
+    assert "### 500k env steps" in md and "Machine:" in md
+
+    # regenerating keeps hand-written text outside the generated block
+    (results / "learning.md").write_text(md.replace(lb.END, lb.END + "\n\n## Analysis\nkept\n"))
+    lb.publish(results, runs, online_runs=online, online_results=copies, budgets=[budget])
+    assert (results / "learning.md").read_text().count("## Analysis\nkept") == 1
+
+
+def test_learning_cli_dry_run_and_bad_input(tmp_path):
+    args = [sys.executable, str(ROOT / "benchmarks" / "learning.py"), "--dry-run",
+            "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")]  # fmt: skip
+    out = subprocess.run([*args, "--quick"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("[run]") == 3 and "collector.total_env_steps=6000" in out.stdout
+    assert not (tmp_path / "res").exists()  # a dry run writes nothing
+    out = subprocess.run([*args, "--jobs", "0"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "must be positive" in out.stderr
+
+
+# -- real, very short runs -----------------------------------------------------------------
+
+
+def test_sac_example_short_run_and_resume(tmp_path):
+    run_dir = tmp_path / "sac"
+    args = [*SAC_TINY, "logger.eval_every=400", "logger.eval_episodes=1", "checkpoint.every=400",
+            "replay_buffer.capacity=300"]  # fmt: skip
+    out = _run(SAC, run_dir, "collector.total_env_steps=400", *args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check_run(run_dir, 400)
+    assert "SAC updates" in out.stdout
+    refused = _run(SAC, run_dir, "collector.total_env_steps=600", *args)
+    assert refused.returncode != 0 and "resume=true" in refused.stderr
+    out = _run(SAC, run_dir, "collector.total_env_steps=600", *args, "resume=true")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Resumed at 400 env steps" in out.stdout
+    _check_run(run_dir, 600)
+    other = _run(SAC, run_dir, *args[:-1], "replay_buffer.capacity=500", "resume=true")
+    assert other.returncode != 0 and "replay_capacity=300" in other.stderr
+    bad = _run(SAC, tmp_path / "bad", "env.task=cheeta-run")
+    assert bad.returncode != 0 and "Did you mean 'cheetah-run'" in bad.stderr
+
+
+def test_ppo_example_short_run(tmp_path):
+    run_dir = tmp_path / "ppo"
+    out = _run(PPO, run_dir, "collector.total_env_steps=400", *PPO_TINY, "logger.eval_every=200",
+               "logger.eval_episodes=1", "checkpoint.every=200")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check_run(run_dir, 400)
+    assert "8 PPO updates" in out.stdout  # 2 batches x 2 epochs x 2 mini-batches
+    bad = _run(PPO, tmp_path / "bad", "loss.mini_batch_size=5000")
+    assert bad.returncode != 0 and "mini_batch_size" in bad.stderr
+
+
+# -- slow: default networks on a real task, and the benchmark end to end ---------------------
+
+
+@pytest.mark.slow
+def test_sac_and_ppo_default_config_few_hundred_frames(tmp_path):
+    out = _run(SAC, tmp_path / "sac", "collector.total_env_steps=1000", "collector.seed_env_steps=400",
+               "logger.eval_every=500", "logger.eval_episodes=2", timeout=1800)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check_run(tmp_path / "sac", 1000)
+    out = _run(PPO, tmp_path / "ppo", "collector.total_env_steps=2000", "collector.frames_per_batch=500",
+               "logger.eval_every=1000", "logger.eval_episodes=2", timeout=1800)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check_run(tmp_path / "ppo", 2000)
+
+
+@pytest.mark.slow
+def test_learning_quick_mode_tiny_budget(tmp_path, monkeypatch):
+    lb = _learning()
+    monkeypatch.setitem(lb.QUICK, "env_steps", 1000)
+    monkeypatch.setitem(lb.QUICK, "eval_every", 500)
+    monkeypatch.setitem(lb.QUICK, "eval_episodes", 1)
+    monkeypatch.setitem(lb.QUICK, "overrides", {"pwm": PWM_TINY, "sac": SAC_TINY, "ppo": PPO_TINY})
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    argv = ["--quick", "--runs-dir", str(runs), "--results-dir", str(results), "--threads", "1"]
+    assert lb.main(argv) == 0
+    rows = list(csv.DictReader((results / "learning.csv").open()))
+    assert {r["algorithm"] for r in rows} == {"pwm", "sac", "ppo"}
+    assert all(math.isfinite(float(r["eval_return"])) for r in rows)
+    assert {int(r["env_steps"]) for r in rows if r["algorithm"] == "sac"} >= {1000}
+    assert (results / "learning" / "cartpole-swingup_1000.png").exists()
+    assert "learning.py --quick" in (results / "learning.md").read_text()
+    # rerunning skips every finished run
+    mtime = (runs / "sac" / "cartpole-swingup_1000" / "seed0" / "timings.json").stat().st_mtime
+    assert lb.main(argv) == 0
+    assert (
+        runs / "sac" / "cartpole-swingup_1000" / "seed0" / "timings.json"
+    ).stat().st_mtime == mtime
