@@ -79,6 +79,28 @@ def test_grouped_gradients_estimate_the_same_esnr():
         gradient_statistics(objective, params, sampler, group_size=20)
 
 
+def test_mean_batch_esnr_averages_over_conditions():
+    """Batches alternate between noise scales 1 and 3 (two conditions): the mean of the
+    per-batch ratios is E_k[|mu|^2 / tr Var_k], while ``esnr`` is E[|mu|^2] / E[tr Var]."""
+    theta = torch.zeros(7, dtype=torch.float64, requires_grad=True)
+    n, k = 50, 400
+    scales = iter([1.0, 3.0] * (k // 2))
+    g = torch.Generator().manual_seed(0)
+
+    def sampler():
+        return MU + next(scales) * torch.randn(n, 7, dtype=torch.float64, generator=g)
+
+    stats = gradient_statistics(lambda x: x @ theta, [theta], sampler, num_batches=k)
+    signal = MU.square().sum().item()
+    per_condition = (signal / 7 + signal / (7 * 9)) / 2
+    pooled = signal / (7 * (1 + 9) / 2)
+    assert abs(stats.esnr.item() - pooled) < 4 * stats.esnr_std_error.item()
+    # each per-batch ratio keeps an E[1/B] bias of ~2 / (7 * 49) = 0.6%
+    tol = 4 * stats.mean_batch_esnr_std_error.item() + 0.01 * per_condition
+    assert abs(stats.mean_batch_esnr.item() - per_condition) < tol
+    assert per_condition - pooled > 10 * stats.mean_batch_esnr_std_error.item()
+
+
 def _policy_problem(estimator: str):
     """a = theta + s eps, f(a) = -|a - c|^2 + w . sin(a):  dJ/dtheta = -2(theta - c) + w cos(theta) e^{-s^2/2}."""
     theta = torch.tensor([0.3, -0.7, 1.2], dtype=torch.float64, requires_grad=True)

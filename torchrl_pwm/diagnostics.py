@@ -35,7 +35,11 @@ after Parmas et al., 2018). ``A_k`` is unbiased for ``‖E[g]‖²`` (``E[m²] =
 drawn.) ``debias=False`` uses the plug-in ``Σ m²`` (biased up by ``tr Var[g] / n``, i.e. the
 ESNR by ``1/n``). The standard error is the jackknife over batches. PWM's outer expectation
 is over conditions (states, training checkpoints): the batches here are i.i.d. draws of one
-condition, so to average over several, call this once per condition. A batch-mean gradient of
+condition. For PWM's definition with the outer expectation over start states, make each batch
+one condition — the sampler returns ``n`` copies of one start state (fresh noise per sample) —
+and read :attr:`GradientStatistics.mean_batch_esnr`, the mean of the per-batch ratios
+``A_k / B_k`` (each keeps its own small ratio bias, of relative order ``1 / (d (n/s - 1))``
+for ``d`` comparable coordinates, which averaging does not remove). A batch-mean gradient of
 ``n`` samples has ``n`` times the ESNR of one sample. The per-parameter ``mean`` and
 ``variance`` are pooled over all ``K·n`` samples.
 """
@@ -91,7 +95,7 @@ class GradientStatistics:
         >>> stats.num_samples, stats.num_batches, stats.mean[0].shape
         (50, 4, torch.Size([3]))
         >>> sorted(stats.summary())
-        ['esnr', 'esnr_std_error', 'mean_grad_norm', 'total_variance']
+        ['esnr', 'esnr_std_error', 'mean_batch_esnr', 'mean_batch_esnr_std_error', 'mean_grad_norm', 'total_variance']
     """
 
     estimator: str
@@ -102,6 +106,18 @@ class GradientStatistics:
     batch_esnr: torch.Tensor
     esnr: torch.Tensor
     esnr_std_error: torch.Tensor
+
+    @property
+    def mean_batch_esnr(self) -> torch.Tensor:
+        """Mean of the per-batch ratios: PWM's ESNR when each batch is one condition."""
+        return self.batch_esnr.mean()
+
+    @property
+    def mean_batch_esnr_std_error(self) -> torch.Tensor:
+        """Standard error of :attr:`mean_batch_esnr` over batches (``nan`` when ``K = 1``)."""
+        if self.num_batches < 2:
+            return torch.full_like(self.batch_esnr[0], math.nan)
+        return self.batch_esnr.std() / math.sqrt(self.num_batches)
 
     @property
     def mean_grad_norm(self) -> torch.Tensor:
@@ -118,6 +134,8 @@ class GradientStatistics:
         return {
             "esnr": float(self.esnr),
             "esnr_std_error": float(self.esnr_std_error),
+            "mean_batch_esnr": float(self.mean_batch_esnr),
+            "mean_batch_esnr_std_error": float(self.mean_batch_esnr_std_error),
             "mean_grad_norm": float(self.mean_grad_norm),
             "total_variance": float(self.total_variance),
         }
