@@ -187,6 +187,23 @@ def test_deterministic_gradient_has_infinite_esnr():
     assert math.isinf(stats.esnr.item())
 
 
+def test_flat_batches_are_left_out_of_the_mean_batch_esnr():
+    """A condition where the objective is flat (all gradients exactly zero) has no ESNR."""
+    theta = torch.zeros(2, requires_grad=True)
+    scales = iter([0.0, 1.0, 1.0, 0.0])
+    g = torch.Generator().manual_seed(0)
+
+    def objective():
+        x = torch.tensor([1.0, 0.0]) + torch.randn(400, 2, generator=g)
+        return next(scales) * (x @ theta)
+
+    stats = gradient_statistics(objective, [theta], num_batches=4)
+    assert stats.batch_esnr[[0, 3]].isnan().all() and stats.batch_esnr[[1, 2]].isfinite().all()
+    torch.testing.assert_close(stats.mean_batch_esnr, stats.batch_esnr[[1, 2]].mean())
+    # ESNR of N([1, 0], I) gradients is 1 / 2
+    assert abs(stats.mean_batch_esnr.item() - 0.5) < 0.15
+
+
 # -- on FirstOrderActorLoss ------------------------------------------------------------------
 
 

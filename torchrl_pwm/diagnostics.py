@@ -83,7 +83,8 @@ class GradientStatistics:
         mean: per-parameter mean gradient, pooled over the ``K·n`` samples (parameter shapes).
         variance: per-parameter unbiased variance of a single-sample gradient, pooled.
         batch_esnr: the ``K`` per-batch ratios ``A_k / B_k`` (noisier and more biased than
-            ``esnr``; for inspection).
+            ``esnr``; ``inf`` for a batch with nonzero, noiseless gradients, ``nan`` for one
+            whose gradients are all exactly zero).
         esnr: the ESNR estimate ``mean(A) / mean(B)``.
         esnr_std_error: its jackknife standard error (``nan`` when ``K = 1``).
 
@@ -109,15 +110,19 @@ class GradientStatistics:
 
     @property
     def mean_batch_esnr(self) -> torch.Tensor:
-        """Mean of the per-batch ratios: PWM's ESNR when each batch is one condition."""
-        return self.batch_esnr.mean()
+        """Mean of the per-batch ratios: PWM's ESNR when each batch is one condition.
+
+        Batches whose gradients were all exactly zero (ratio ``0/0``, ``nan``) are left out.
+        """
+        return self.batch_esnr.nanmean()
 
     @property
     def mean_batch_esnr_std_error(self) -> torch.Tensor:
-        """Standard error of :attr:`mean_batch_esnr` over batches (``nan`` when ``K = 1``)."""
-        if self.num_batches < 2:
+        """Standard error of :attr:`mean_batch_esnr` (``nan`` with fewer than 2 batches)."""
+        defined = self.batch_esnr[~self.batch_esnr.isnan()]
+        if defined.numel() < 2:
             return torch.full_like(self.batch_esnr[0], math.nan)
-        return self.batch_esnr.std() / math.sqrt(self.num_batches)
+        return defined.std() / math.sqrt(defined.numel())
 
     @property
     def mean_grad_norm(self) -> torch.Tensor:
@@ -182,8 +187,11 @@ def _group_gradients(
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    # zero variance (a deterministic gradient): infinite signal-to-noise
-    return numerator / denominator if denominator > 0 else torch.full_like(denominator, math.inf)
+    if denominator > 0:
+        return numerator / denominator
+    # zero variance: a deterministic gradient has infinite signal-to-noise; an identically
+    # zero one (e.g. a flat objective) has none to measure
+    return torch.full_like(denominator, math.inf if numerator != 0 else math.nan)
 
 
 def _baseline(values: torch.Tensor, baseline: str | float) -> torch.Tensor:
