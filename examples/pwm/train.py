@@ -184,6 +184,17 @@ def main(cfg: DictConfig) -> dict:
         num_episodes=log_cfg.eval_episodes,
         frame_to_env_steps=repeat,
         csv_path=run_dir / "eval.csv",
+        video_env=make_env(
+            cfg.env.task,
+            seed=cfg.env.seed + 20_000,
+            action_repeat=cfg.env.action_repeat,
+            from_pixels=True,
+            render_size=tuple(log_cfg.video_size),
+        )
+        if log_cfg.video
+        else None,
+        video_dir=run_dir / "videos",
+        video_every_eval=log_cfg.video_every_eval,
     )
     evaluator.register(trainer)
     metadata = {
@@ -230,6 +241,8 @@ def main(cfg: DictConfig) -> dict:
     )
     print(f"wall-clock {total_wall / 60:.1f} min ({wall / 60:.1f} in this process); split: {split}")
     print(f"learning curve: {png}")
+    for video in evaluator.videos:
+        print(f"video: {video}")
     return {"history": history, "timings": split}
 
 

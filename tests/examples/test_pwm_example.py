@@ -62,6 +62,7 @@ def test_example_runs_end_to_end(tmp_path):
             "collector.total_env_steps=1200",
             "logger.eval_every=600",
             "checkpoint.every=600",
+            "logger.video=true",
         ),
         capture_output=True,
         text=True,
@@ -72,6 +73,12 @@ def test_example_runs_end_to_end(tmp_path):
     assert "evaluation return" in out.stdout
     steps = [int(float(r)) for r in _finite_csv(run_dir / "eval.csv", column=0)]
     assert steps[-1] == 1200  # env steps, after the action repeat of 2
+    gif = run_dir / "videos" / "eval_1200.gif"  # the final evaluation only
+    assert sorted(p.name for p in (run_dir / "videos").iterdir()) == [gif.name]
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.size == (160, 120) and im.n_frames == 501  # reset + 500 agent steps
 
 
 def test_example_kill_and_resume(tmp_path):

@@ -18,6 +18,7 @@ from torchrl_pwm.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from torchrl_pwm.record import record_episode, save_gif
 
 __all__ = ["CheckpointHook", "EnvStepLogger", "PolicyEvaluator", "evaluate_policy"]
 
@@ -86,6 +87,11 @@ class PolicyEvaluator(TrainerHookBase):
         num_episodes: episodes per evaluation (10).
         frame_to_env_steps: the action repeat, to report env steps.
         csv_path: where to append the evaluation rows.
+        video_env: a pixel-rendering copy of the env (``make_env(task, from_pixels=True)``);
+            if given, one deterministic episode is written as a GIF to
+            ``video_dir/eval_<env_steps>.gif`` at the final evaluation.
+        video_dir: the folder for the GIFs (default ``videos``).
+        video_every_eval: also record at every evaluation, not only the final one.
 
     Examples:
         >>> from torchrl_pwm.envs import make_env
@@ -105,8 +111,15 @@ class PolicyEvaluator(TrainerHookBase):
         num_episodes: int = 10,
         frame_to_env_steps: int = 1,
         csv_path: str | Path | None = None,
+        video_env: EnvBase | None = None,
+        video_dir: str | Path = "videos",
+        video_every_eval: bool = False,
     ) -> None:
         self.env = env
+        self.video_env = video_env
+        self.video_dir = Path(video_dir)
+        self.video_every_eval = video_every_eval
+        self.videos: list[Path] = []
         self.policy = policy
         self.interval = interval
         self.num_episodes = num_episodes
@@ -119,10 +132,15 @@ class PolicyEvaluator(TrainerHookBase):
         self.eval_seconds = 0.0
         self._trainer: Trainer | None = None
 
-    def evaluate(self, frames: int) -> dict[str, Any]:
-        """Run the episodes now and record them at ``frames`` agent steps."""
+    def evaluate(self, frames: int, video: bool = False) -> dict[str, Any]:
+        """Run the episodes now and record them at ``frames`` agent steps (and a GIF of one
+        more episode if ``video`` and a ``video_env`` was given)."""
         t0 = time.time()
         returns = evaluate_policy(self.env, self.policy, self.num_episodes).float()
+        if video and self.video_env is not None:
+            frames_px, _ = record_episode(self.video_env, self.policy)
+            path = self.video_dir / f"eval_{frames * self.frame_to_env_steps}.gif"
+            self.videos.append(save_gif(frames_px, path))
         self.eval_seconds += time.time() - t0
         mean = returns.mean().item()
         std = returns.std(unbiased=False).item() if returns.numel() > 1 else 0.0
@@ -151,7 +169,7 @@ class PolicyEvaluator(TrainerHookBase):
         due = self.last_frames is None or frames - self.last_frames >= self.interval
         if not (due or (final and frames != self.last_frames)):
             return None
-        return self.evaluate(frames)
+        return self.evaluate(frames, video=final or self.video_every_eval)
 
     def register(self, trainer: Trainer, name: str = "policy_evaluator") -> None:
         self._trainer = trainer
