@@ -14,7 +14,6 @@ TorchRL logs under ``logs/`` and ``checkpoint.pt``.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import hydra
@@ -23,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 from torchrl.objectives import SoftUpdate
-from torchrl.record.loggers import get_logger
 from torchrl.trainers import LogScalar, ReplayBufferTrainer, Trainer, UpdateWeights
 
 from torchrl_pwm.checkpoint import CheckpointError
@@ -31,13 +29,14 @@ from torchrl_pwm.data import make_sequence_replay_buffer
 from torchrl_pwm.envs import make_env
 from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
 from torchrl_pwm.objectives import PWMLoss
-from torchrl_pwm.plotting import plot_learning_curves, published_references
 from torchrl_pwm.trainers import (
-    CheckpointHook,
     EnvStepLogger,
-    PolicyEvaluator,
     PWMOptimConfig,
     PWMOptimizationStepper,
+    check_fresh_run,
+    finish_run,
+    make_logger,
+    register_run_hooks,
 )
 
 
@@ -47,11 +46,10 @@ def main(cfg: DictConfig) -> dict:
     torch.manual_seed(cfg.env.seed)
     device = torch.device(cfg.device)
     run_dir = Path.cwd()
-    if not cfg.resume and (run_dir / cfg.checkpoint.path).exists():
-        raise SystemExit(
-            f"{run_dir / cfg.checkpoint.path} exists: pass resume=true to continue that run, or "
-            "choose another hydra.run.dir / env.seed."
-        )
+    try:
+        check_fresh_run(run_dir / cfg.checkpoint.path, cfg.resume)
+    except FileExistsError as err:
+        raise SystemExit(str(err)) from err
 
     # -- environments ------------------------------------------------------------------------
     env = make_env(cfg.env.task, seed=cfg.env.seed, action_repeat=cfg.env.action_repeat)
@@ -159,10 +157,9 @@ def main(cfg: DictConfig) -> dict:
 
     # -- logging -----------------------------------------------------------------------------
     log_cfg = cfg.logger
-    logger_kwargs = {}
-    if log_cfg.backend == "wandb":
-        logger_kwargs["wandb_kwargs"] = {"mode": log_cfg.mode, "project": log_cfg.project_name}
-    logger = get_logger(log_cfg.backend, "logs", log_cfg.exp_name, **logger_kwargs)
+    logger = make_logger(
+        log_cfg.backend, log_cfg.exp_name, project_name=log_cfg.project_name, mode=log_cfg.mode
+    )
     trainer = Trainer(
         collector=collector,
         total_frames=total_frames,
@@ -177,73 +174,55 @@ def main(cfg: DictConfig) -> dict:
     ReplayBufferTrainer(replay_buffer, device=device).register(trainer)
     UpdateWeights(collector, update_weights_interval=1).register(trainer)
     LogScalar(("next", "reward"), "train/reward", include_std=False).register(trainer)
-    evaluator = PolicyEvaluator(
-        eval_env,
-        policy,
-        interval=log_cfg.eval_every // repeat,
-        num_episodes=log_cfg.eval_episodes,
-        frame_to_env_steps=repeat,
-        csv_path=run_dir / "eval.csv",
-        video_env=make_env(
+    metadata = {
+        "task": cfg.env.task,
+        "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True),
+    }
+    video_env = None
+    if log_cfg.video:
+        video_env = make_env(
             cfg.env.task,
             seed=cfg.env.seed + 20_000,
             action_repeat=cfg.env.action_repeat,
             from_pixels=True,
             render_size=tuple(log_cfg.video_size),
         )
-        if log_cfg.video
-        else None,
-        video_dir=run_dir / "videos",
-        video_every_eval=log_cfg.video_every_eval,
-    )
-    evaluator.register(trainer)
-    metadata = {
-        "task": cfg.env.task,
-        "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True),
-    }
-    checkpoint = None
-    if cfg.checkpoint.every:
-        checkpoint = CheckpointHook(
-            run_dir / cfg.checkpoint.path,
-            interval=cfg.checkpoint.every // repeat,
+    try:
+        hooks = register_run_hooks(
+            trainer,
+            eval_env,
+            policy,
+            run_dir=run_dir,
+            eval_every=log_cfg.eval_every,
+            eval_episodes=log_cfg.eval_episodes,
+            frame_to_env_steps=repeat,
+            checkpoint_every=cfg.checkpoint.every,
+            checkpoint_path=cfg.checkpoint.path,
             metadata=metadata,
+            resume=cfg.resume,
+            video_env=video_env,
+            video_every_eval=log_cfg.video_every_eval,
         )
-        checkpoint.register(trainer)
-        if cfg.resume:
-            try:
-                checkpoint.resume(check_metadata=("task",))
-            except CheckpointError as err:
-                raise SystemExit(f"Cannot resume: {err}") from err
-            print(f"Resumed at {trainer.collected_frames * repeat} env steps.", flush=True)
+    except CheckpointError as err:
+        raise SystemExit(f"Cannot resume: {err}") from err
+    except ValueError as err:
+        raise SystemExit(f"Bad configuration: {err}") from err
+    if cfg.resume:
+        print(f"Resumed at {trainer.collected_frames * repeat} env steps.", flush=True)
 
     # -- train -------------------------------------------------------------------------------
-    start = time.time()
     trainer.train()  # evaluates and checkpoints at the end too
-    wall = time.time() - start
-
-    total_wall = evaluator.state_dict()["elapsed"]
-    split = {f"{k}_s": round(v, 1) for k, v in stepper.timings.items()}
-    split["evaluation_s"] = round(evaluator.eval_seconds, 1)
-    split["checkpoint_s"] = round(checkpoint.save_seconds, 1) if checkpoint else 0.0
-    split["collection_and_overhead_s"] = round(total_wall - sum(split.values()), 1)
-    split["total_s"] = round(total_wall, 1)
-    (run_dir / "timings.json").write_text(json.dumps(split, indent=1))
-
-    history = evaluator.history
-    print(f"\n{cfg.env.task}: evaluation return (mean ± std over {log_cfg.eval_episodes} episodes)")
-    for env_steps, mean, std, _ in history:
-        print(f"  {int(env_steps):>8d} env steps: {mean:8.1f} ± {std:6.1f}")
-    png = plot_learning_curves(
-        {"PWM (torchrl_pwm)": [run_dir / "eval.csv"]},
-        run_dir / "learning_curve.png",
-        title=f"{cfg.env.task}, seed {cfg.env.seed}",
-        references=published_references(cfg.env.task, cfg.collector.total_env_steps),
+    result = finish_run(
+        hooks,
+        label="PWM (torchrl_pwm)",
+        task=cfg.env.task,
+        seed=cfg.env.seed,
+        total_env_steps=cfg.collector.total_env_steps,
+        timings=stepper.timings,
     )
-    print(f"wall-clock {total_wall / 60:.1f} min ({wall / 60:.1f} in this process); split: {split}")
-    print(f"learning curve: {png}")
-    for video in evaluator.videos:
+    for video in hooks.evaluator.videos:
         print(f"video: {video}")
-    return {"history": history, "timings": split}
+    return result
 
 
 if __name__ == "__main__":

@@ -127,6 +127,8 @@ def register_run_hooks(
     metadata: dict[str, Any] | None = None,
     resume: bool = False,
     check_metadata: tuple[str, ...] = ("task",),
+    video_env: EnvBase | None = None,
+    video_every_eval: bool = False,
 ) -> RunHooks:
     """Attach the project's evaluation protocol and checkpoints to ``trainer``; resume.
 
@@ -152,6 +154,9 @@ def register_run_hooks(
         metadata: plain values stored in the checkpoint (e.g. the task and config).
         resume: load the checkpoint now.
         check_metadata: metadata keys that must match the checkpoint's to resume.
+        video_env: a pixel-rendering env: a GIF of one episode goes to ``run_dir/videos/`` at
+            the final evaluation (see :class:`~torchrl_pwm.trainers.PolicyEvaluator`).
+        video_every_eval: record a GIF at every evaluation.
 
     Raises:
         ValueError: non-positive ``eval_every``, ``eval_episodes`` or ``frame_to_env_steps``;
@@ -173,6 +178,9 @@ def register_run_hooks(
         num_episodes=eval_episodes,
         frame_to_env_steps=frame_to_env_steps,
         csv_path=run_dir / "eval.csv",
+        video_env=video_env,
+        video_dir=run_dir / "videos",
+        video_every_eval=video_every_eval,
     )
     evaluator.register(trainer)
     checkpoint = None
