@@ -32,3 +32,32 @@ def test_check_fresh_run_refuses_to_overwrite(tmp_path):
         check_fresh_run(ckpt, resume=False)
     check_fresh_run(ckpt, resume=True)
     assert ckpt.read_bytes() == b"saved state"
+
+
+def test_evaluator_resume_drops_csv_rows_after_the_checkpoint(tmp_path):
+    from torchrl_pwm.envs import make_env
+    from torchrl_pwm.trainers import PolicyEvaluator
+
+    def evaluator():
+        env = make_env("cartpole-swingup", max_episode_steps=3)
+        return PolicyEvaluator(
+            env, None, interval=5, num_episodes=1, frame_to_env_steps=2, csv_path=tmp_path / "e.csv"
+        )
+
+    ev = evaluator()
+    ev.evaluate(frames=0)
+    ev.evaluate(frames=5)
+    saved = ev.state_dict()  # the checkpoint
+    ev.evaluate(frames=10)  # after the checkpoint, then the run is killed
+    assert [r.split(",")[0] for r in (tmp_path / "e.csv").read_text().split()[1:]] == [
+        "0",
+        "10",
+        "20",
+    ]
+    resumed = evaluator()
+    resumed.load_state_dict(saved)
+    resumed.evaluate(frames=10)  # the resumed run evaluates the same step again
+    lines = (tmp_path / "e.csv").read_text().split()
+    assert lines[0] == "env_steps,return_mean,return_std,wall_time_s"
+    assert [r.split(",")[0] for r in lines[1:]] == ["0", "10", "20"]  # no duplicate row
+    assert [float(r.split(",")[1]) for r in lines[1:3]] == [h[1] for h in saved["history"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,8 @@ class PolicyEvaluator(TrainerHookBase):
     Logs ``eval/return_mean`` and ``eval/return_std`` over ``num_episodes`` deterministic
     episodes, shows the latest mean in the progress bar, and appends a row
     ``(env_steps, return_mean, return_std, wall_time_s)`` to ``csv_path`` if given. The
-    history is part of the hook's ``state_dict``, so a resumed run keeps its curve.
+    history is part of the hook's ``state_dict``, so a resumed run keeps its curve (and the
+    CSV is rewritten from it, without the rows of evaluations after the last checkpoint).
 
     Args:
         env: the evaluation environment.
@@ -132,6 +134,17 @@ class PolicyEvaluator(TrainerHookBase):
         self.eval_seconds = 0.0
         self._trainer: Trainer | None = None
 
+    def _write_csv(self, rows: list[list[float]], mode: str) -> None:
+        if self.csv_path is None:
+            return
+        new = mode == "w" or not self.csv_path.exists()
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.csv_path.open(mode, newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["env_steps", "return_mean", "return_std", "wall_time_s"])
+            writer.writerows(rows)
+
     def evaluate(self, frames: int, video: bool = False) -> dict[str, Any]:
         """Run the episodes now and record them at ``frames`` agent steps (and a GIF of one
         more episode if ``video`` and a ``video_env`` was given)."""
@@ -152,14 +165,7 @@ class PolicyEvaluator(TrainerHookBase):
         ]
         self.history.append(row)
         self.last_frames = frames
-        if self.csv_path is not None:
-            new = not self.csv_path.exists()
-            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.csv_path.open("a", newline="") as f:
-                writer = csv.writer(f)
-                if new:
-                    writer.writerow(["env_steps", "return_mean", "return_std", "wall_time_s"])
-                writer.writerow(row)
+        self._write_csv([row], "a")
         return {"eval/return_mean": mean, "eval/return_std": std, "log_pbar": True}
 
     def __call__(self, batch: TensorDictBase | None = None) -> dict[str, Any] | None:
@@ -185,11 +191,21 @@ class PolicyEvaluator(TrainerHookBase):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the curve and rewrite ``csv_path`` from it: rows a killed run appended after
+        its last checkpoint are dropped, since the resumed run evaluates those steps again."""
         self.history = [list(r) for r in state_dict["history"]]
         self.last_frames = state_dict["last_frames"]
         self.elapsed_before = state_dict["elapsed"]
         self.eval_seconds = state_dict["eval_seconds"]
         self.start_time = time.time()
+        if self.csv_path is not None:
+            tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
+            self.csv_path, final = tmp, self.csv_path
+            try:
+                self._write_csv(self.history, "w")
+            finally:
+                self.csv_path = final
+            os.replace(tmp, final)
 
 
 class CheckpointHook(TrainerHookBase):
