@@ -143,7 +143,7 @@ class PolicyEvaluator(TrainerHookBase):
             writer = csv.writer(f)
             if new:
                 writer.writerow(["env_steps", "return_mean", "return_std", "wall_time_s"])
-            writer.writerows(rows)
+            writer.writerows([int(r[0]), *r[1:]] for r in rows)  # env steps as integers
 
     def evaluate(self, frames: int, video: bool = False) -> dict[str, Any]:
         """Run the episodes now and record them at ``frames`` agent steps (and a GIF of one
