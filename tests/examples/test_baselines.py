@@ -14,20 +14,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from tests.examples.test_pwm_example import TINY_NETS
+
 ROOT = Path(__file__).resolve().parents[2]
 SAC = ROOT / "examples" / "sac" / "train.py"
 PPO = ROOT / "examples" / "ppo" / "train.py"
-PWM_TINY = [
-    "world_model.latent_dim=16",
-    "world_model.enc_dim=32",
-    "world_model.mlp_dim=32",
-    "world_model.horizon=4",
-    "world_model.batch_size=16",
-    "actor.hidden_sizes=[32]",
-    "actor.imagination_horizon=4",
-    "critic.hidden_sizes=[32]",
-    "collector.seed_env_steps=400",
-]
+PWM_TINY = [*TINY_NETS, "collector.seed_env_steps=400"]
 SAC_TINY = ["network.hidden_sizes=[32,32]", "optim.batch_size=32", "collector.frames_per_batch=50",
             "collector.seed_env_steps=200"]  # fmt: skip
 PPO_TINY = ["collector.frames_per_batch=100", "loss.mini_batch_size=50", "loss.ppo_epochs=2"]

@@ -17,7 +17,7 @@ from torchrl_pwm.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "pwm" / "train.py"
-TINY = [
+TINY_NETS = [  # small networks and horizons: seconds per update on CPU
     "world_model.latent_dim=16",
     "world_model.enc_dim=32",
     "world_model.mlp_dim=32",
@@ -26,6 +26,9 @@ TINY = [
     "actor.hidden_sizes=[32]",
     "actor.imagination_horizon=4",
     "critic.hidden_sizes=[32]",
+]
+TINY = [
+    *TINY_NETS,
     "collector.seed_env_steps=200",
     "logger.eval_episodes=1",
     "logger.progress_bar=false",
