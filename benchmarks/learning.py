@@ -397,8 +397,12 @@ def markdown(runs: Sequence[Run], commands: Sequence[str]) -> str:
                     cells.append("*not run*")
                     continue
                 mins = [json.loads(r.timings.read_text())["total_s"] / 60 for r in sel]
-                threads = "/".join(sorted({_threads(r) for r in sel}))
-                cells.append(", ".join(f"{m:.0f}" for m in mins) + f" ({threads} thr.)")
+                threads = [_threads(r) for r in sel]
+                if len(set(threads)) == 1:  # "19, 18 (1 thr.)"
+                    cell = ", ".join(f"{m:.0f}" for m in mins) + f" ({threads[0]} thr.)"
+                else:  # each run with its own thread count: "53 (2 thr.), 107 (1 thr.)"
+                    cell = ", ".join(f"{m:.0f} ({t} thr.)" for m, t in zip(mins, threads))
+                cells.append(cell)
             lines.append(f"| {task} | {budget // 1000}k | " + " | ".join(cells) + " |")
     lines.append("")
     plots = sorted({(r.task, r.budget) for r in runs})
