@@ -27,7 +27,7 @@ from torchrl.trainers import LogScalar, ReplayBufferTrainer, Trainer, UpdateWeig
 from torchrl_pwm.checkpoint import CheckpointError
 from torchrl_pwm.data import make_sequence_replay_buffer
 from torchrl_pwm.envs import make_env
-from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
+from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, compile_networks, make_pwm_actor
 from torchrl_pwm.objectives import PWMLoss
 from torchrl_pwm.trainers import (
     EnvStepLogger,
@@ -107,6 +107,8 @@ def main(cfg: DictConfig) -> dict:
         else None
     )
     loss.to(device)
+    if cfg.compile.enabled:  # in place: same parameter names, checkpoints and target params
+        compile_networks(loss, mode=cfg.compile.mode)
     # Collect actions only: stored latents would be stale by the time they are sampled.
     policy = TensorDictSequential(world_model.encoder, actor, selected_out_keys=["action"])
 

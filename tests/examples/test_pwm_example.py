@@ -144,3 +144,18 @@ def test_example_default_config_few_thousand_frames(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     _check_outputs(run_dir)
     assert torch.tensor(_finite_csv(run_dir / "eval.csv")).max() > 0
+
+
+@pytest.mark.slow
+def test_example_compiled_stays_compiled(tmp_path):
+    """compile.enabled=true trains through collection, updates and evaluation without
+    exhausting Dynamo's recompile limit (which falls back to eager silently)."""
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        _cmd(run_dir, "collector.total_env_steps=1000", "logger.eval_every=500",
+             "compile.enabled=true"),
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check_outputs(run_dir)
+    assert "recompile_limit" not in out.stderr

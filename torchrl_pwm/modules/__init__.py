@@ -2,18 +2,27 @@
 
 from torchrl_pwm.modules.actor import StateIndependentScale, make_pwm_actor
 from torchrl_pwm.modules.functional import soft_cross_entropy, symexp, symlog, two_hot, two_hot_inv
-from torchrl_pwm.modules.layers import EnsembleMLP, SimNorm, normed_mlp, trunc_normal_init_
+from torchrl_pwm.modules.layers import (
+    EnsembleMLP,
+    Mish,
+    SimNorm,
+    compile_networks,
+    normed_mlp,
+    trunc_normal_init_,
+)
 from torchrl_pwm.modules.value import ValueEnsemble
 from torchrl_pwm.modules.world_model import WORLD_MODEL_PRESETS, TDMPC2WorldModel, WorldModelPreset
 
 __all__ = [
     "WORLD_MODEL_PRESETS",
     "EnsembleMLP",
+    "Mish",
     "SimNorm",
     "StateIndependentScale",
     "TDMPC2WorldModel",
     "ValueEnsemble",
     "WorldModelPreset",
+    "compile_networks",
     "make_pwm_actor",
     "normed_mlp",
     "soft_cross_entropy",

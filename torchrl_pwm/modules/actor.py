@@ -12,6 +12,8 @@ from torch import nn
 from torchrl.data import Bounded, TensorSpec
 from torchrl.modules import ProbabilisticActor, TanhNormal
 
+from torchrl_pwm.modules.layers import Mish
+
 __all__ = ["StateIndependentScale", "make_pwm_actor"]
 
 
@@ -67,7 +69,7 @@ def _actor_mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn
     layers: list[nn.Module] = []
     sizes = [in_features, *hidden]
     for n_in, n_out in itertools.pairwise(sizes):
-        layers += [nn.Linear(n_in, n_out), nn.Mish(), nn.LayerNorm(n_out)]
+        layers += [nn.Linear(n_in, n_out), Mish(), nn.LayerNorm(n_out)]
     layers.append(nn.Linear(sizes[-1], out_features))
     return nn.Sequential(*layers)
 

@@ -1,0 +1,210 @@
+"""One online PWM update (world model + actor + critic, ``PWMOptimizationStepper.step``),
+eager against ``torch.compile``.
+
+Builds the networks, losses and optimisation schedule of ``examples/pwm/config.yaml`` (the
+online defaults: latent 128, MLPs 256 wide, 101 reward bins, H = 16, 256 slices per update),
+feeds the stepper synthetic slices of cheetah-run's sizes (observation 17, action 6), and times
+``--rounds`` rounds of ``--steps`` updates for each variant, alternating the variants between
+rounds so that a background load hits both alike. ``compile`` is
+:func:`torchrl_pwm.modules.compile_networks` (every MLP compiled in place; the one-exp
+:class:`~torchrl_pwm.modules.Mish` under Inductor); its warm-up (compilation) is reported
+apart.
+
+Usage::
+
+    python benchmarks/update_step.py --threads 1
+    python benchmarks/update_step.py --device cuda --variants eager compile
+
+Appends to ``docs/results/update_step.csv`` and rewrites ``docs/results/update_step.md``
+(the latest measurement of each device / threads / variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+from torchrl.data import Bounded
+from torchrl.objectives import SoftUpdate
+
+from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, compile_networks, make_pwm_actor
+from torchrl_pwm.objectives import PWMLoss
+from torchrl_pwm.trainers import PWMOptimConfig, PWMOptimizationStepper
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+FIELDS = ["date", "device", "threads", "variant", "warmup_s", "s_per_update", "speedup", "torch"]
+VARIANTS = {"eager": None, "compile": {}, "compile-max-autotune": {"mode": "max-autotune"}}
+
+
+def build_stepper(cfg, obs_dim: int, act_dim: int, device: torch.device, variant: str):
+    """The example's agent and stepper from its config; ``variant`` names the compilation."""
+    torch.manual_seed(0)
+    wm_cfg = cfg.world_model
+    world_model = TDMPC2WorldModel(
+        obs_dim,
+        act_dim,
+        latent_dim=wm_cfg.latent_dim,
+        enc_dim=wm_cfg.enc_dim,
+        mlp_dim=wm_cfg.mlp_dim,
+        num_enc_layers=wm_cfg.num_enc_layers,
+        num_bins=wm_cfg.num_bins,
+        reward_space=wm_cfg.reward_space,
+    ).to(device)
+    spec = Bounded(-1.0, 1.0, shape=(act_dim,), device=device)
+    actor = make_pwm_actor(
+        world_model.latent_dim,
+        spec,
+        hidden_sizes=tuple(cfg.actor.hidden_sizes),
+        init_log_std=cfg.actor.init_log_std,
+        min_log_std=cfg.actor.min_log_std,
+        device=device,
+    )
+    critic = ValueEnsemble(
+        world_model.latent_dim,
+        num_critics=cfg.critic.num_critics,
+        hidden_sizes=tuple(cfg.critic.hidden_sizes),
+        device=device,
+    )
+    loss = PWMLoss(
+        world_model,
+        actor,
+        critic,
+        imagination_horizon=cfg.actor.imagination_horizon,
+        normalize_returns=cfg.actor.normalize_returns,
+        detach_policy_input=cfg.actor.detach_policy_input,
+        use_target_value_network=cfg.critic.target_tau is not None,
+        consistency_coef=wm_cfg.consistency_coef,
+        reward_coef=wm_cfg.reward_coef,
+        temporal_discount=wm_cfg.temporal_discount,
+    )
+    loss.make_value_estimator(gamma=cfg.optim.gamma, lmbda=cfg.critic.lmbda)
+    loss.to(device)
+    if VARIANTS[variant] is not None:
+        compile_networks(loss, **VARIANTS[variant])
+    target = (
+        SoftUpdate(loss.value_loss, tau=cfg.critic.target_tau) if cfg.critic.target_tau else None
+    )
+    config = PWMOptimConfig(
+        critic_passes=cfg.critic.passes,
+        critic_minibatches=cfg.critic.minibatches,
+        critic_updates=cfg.critic.updates,
+    )
+    return PWMOptimizationStepper(loss, wm_cfg.horizon, config=config, target_updater=target)
+
+
+def synthetic_slices(cfg, obs_dim: int, act_dim: int, device: torch.device) -> TensorDict:
+    """A flat replay-buffer sample: ``batch_size`` slices of ``horizon`` transitions."""
+    b, h = cfg.world_model.batch_size, cfg.world_model.horizon
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(b, h + 1, obs_dim, generator=g)
+    return (
+        TensorDict(
+            observation=obs[:, :-1],
+            action=torch.rand(b, h, act_dim, generator=g) * 2 - 1,
+            next=TensorDict(observation=obs[:, 1:], reward=torch.rand(b, h, 1, generator=g)),
+            batch_size=[b, h],
+        )
+        .reshape(-1)
+        .to(device)
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=["eager", "compile"], choices=VARIANTS)
+    parser.add_argument("--warmup", type=int, default=3, help="updates before timing")
+    parser.add_argument("--steps", type=int, default=5, help="updates per timed round")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--observation-dim", type=int, default=17, help="17: cheetah-run")
+    parser.add_argument("--action-dim", type=int, default=6)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg = OmegaConf.load(ROOT / "examples" / "pwm" / "config.yaml")
+    batch = synthetic_slices(cfg, args.observation_dim, args.action_dim, device)
+
+    steppers, warmup = {}, {}
+    for variant in args.variants:
+        steppers[variant] = build_stepper(
+            cfg, args.observation_dim, args.action_dim, device, variant
+        )
+        start = time.perf_counter()
+        for _ in range(args.warmup):
+            steppers[variant].step(None, batch)
+        _sync(device)
+        warmup[variant] = time.perf_counter() - start
+        print(f"{variant}: warm-up ({args.warmup} updates) {warmup[variant]:.1f} s", flush=True)
+    times: dict[str, list[float]] = {v: [] for v in args.variants}
+    for _ in range(args.rounds):
+        for variant, stepper in steppers.items():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                stepper.step(None, batch)
+            _sync(device)
+            times[variant].append((time.perf_counter() - start) / args.steps)
+    base = statistics.median(times[args.variants[0]])
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "2-core AMD EPYC"
+    rows = []
+    for variant in args.variants:
+        sec = statistics.median(times[variant])
+        rows.append({
+            "date": stamp, "device": f"{device.type} ({name})", "threads": args.threads,
+            "variant": variant, "warmup_s": f"{warmup[variant]:.1f}",
+            "s_per_update": f"{sec:.4f}", "speedup": f"{base / sec:.2f}",
+            "torch": torch.__version__,
+        })  # fmt: skip
+        spread = f"{min(times[variant]):.3f}-{max(times[variant]):.3f}"
+        print(f"{variant:22s} {sec:.4f} s/update (rounds {spread}), x{base / sec:.2f}")
+    if not args.no_write:
+        _write(rows)
+    return rows
+
+
+def _write(rows: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "update_step.csv"
+    old = list(csv.DictReader(path.open())) if path.exists() else []
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(old + rows)
+    latest = {(r["device"], r["threads"], r["variant"]): r for r in old + rows}
+    lines = [
+        "# One online PWM update: eager against torch.compile",
+        "",
+        "`PWMOptimizationStepper.step` with `examples/pwm/config.yaml`'s networks and schedule",
+        "(one world-model, one actor and one critic-minibatch update on 256 slices x 16",
+        "transitions), synthetic cheetah-run-sized data. Median of the timed rounds; warm-up",
+        "includes compilation. Written by `python benchmarks/update_step.py`; all runs are in",
+        "`update_step.csv`. Analysis: `update_step_notes.md`.",
+        "",
+        "| device | threads | variant | warm-up (s) | s/update | speed-up | torch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in latest.values():
+        lines.append(
+            f"| {r['device']} | {r['threads']} | {r['variant']} | {r['warmup_s']} | "
+            f"{r['s_per_update']} | {r['speedup']} | {r['torch']} |"
+        )
+    (RESULTS / "update_step.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
