@@ -2,9 +2,9 @@
 eager against ``torch.compile``.
 
 Builds the networks, losses and optimisation schedule of ``examples/pwm/config.yaml`` (the
-online defaults: latent 128, MLPs 256 wide, 101 reward bins, H = 16, 256 slices per update),
-feeds the stepper synthetic slices of cheetah-run's sizes (observation 17, action 6), and times
-``--rounds`` rounds of ``--steps`` updates for each variant, alternating the variants between
+online defaults: latent 128, MLPs 256 wide, 101 reward bins, H = 16, 256 slices per update)
+with the example's own ``examples/pwm/utils.py``, feeds the stepper synthetic slices of
+cheetah-run's sizes (observation 17, action 6), and times ``--rounds`` rounds of ``--steps`` updates for each variant, alternating the variants between
 rounds so that a background load hits both alike. ``compile`` is
 :func:`torchrl_pwm.modules.compile_networks` (every MLP compiled in place; the one-exp
 :class:`~torchrl_pwm.modules.Mish` under Inductor); its warm-up (compilation) is reported
@@ -25,6 +25,7 @@ import argparse
 import csv
 import datetime
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,72 +33,29 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.data import Bounded
-from torchrl.objectives import SoftUpdate
 
-from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, compile_networks, make_pwm_actor
-from torchrl_pwm.objectives import PWMLoss
-from torchrl_pwm.trainers import PWMOptimConfig, PWMOptimizationStepper
+from torchrl_pwm.modules import compile_networks
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "pwm"))
+from utils import make_pwm_loss, make_pwm_stepper  # noqa: E402  (examples/pwm/utils.py)
+
 RESULTS = ROOT / "docs" / "results"
 FIELDS = ["date", "device", "threads", "variant", "warmup_s", "s_per_update", "speedup", "torch"]
 VARIANTS = {"eager": None, "compile": {}, "compile-max-autotune": {"mode": "max-autotune"}}
 
 
 def build_stepper(cfg, obs_dim: int, act_dim: int, device: torch.device, variant: str):
-    """The example's agent and stepper from its config; ``variant`` names the compilation."""
+    """The example's agent and stepper (``examples/pwm/utils.py``); ``variant`` names the
+    compilation."""
     torch.manual_seed(0)
-    wm_cfg = cfg.world_model
-    world_model = TDMPC2WorldModel(
-        obs_dim,
-        act_dim,
-        latent_dim=wm_cfg.latent_dim,
-        enc_dim=wm_cfg.enc_dim,
-        mlp_dim=wm_cfg.mlp_dim,
-        num_enc_layers=wm_cfg.num_enc_layers,
-        num_bins=wm_cfg.num_bins,
-        reward_space=wm_cfg.reward_space,
-    ).to(device)
     spec = Bounded(-1.0, 1.0, shape=(act_dim,), device=device)
-    actor = make_pwm_actor(
-        world_model.latent_dim,
-        spec,
-        hidden_sizes=tuple(cfg.actor.hidden_sizes),
-        init_log_std=cfg.actor.init_log_std,
-        min_log_std=cfg.actor.min_log_std,
-        device=device,
-    )
-    critic = ValueEnsemble(
-        world_model.latent_dim,
-        num_critics=cfg.critic.num_critics,
-        hidden_sizes=tuple(cfg.critic.hidden_sizes),
-        device=device,
-    )
-    loss = PWMLoss(
-        world_model,
-        actor,
-        critic,
-        imagination_horizon=cfg.actor.imagination_horizon,
-        normalize_returns=cfg.actor.normalize_returns,
-        detach_policy_input=cfg.actor.detach_policy_input,
-        use_target_value_network=cfg.critic.target_tau is not None,
-        consistency_coef=wm_cfg.consistency_coef,
-        reward_coef=wm_cfg.reward_coef,
-        temporal_discount=wm_cfg.temporal_discount,
-    )
-    loss.make_value_estimator(gamma=cfg.optim.gamma, lmbda=cfg.critic.lmbda)
-    loss.to(device)
+    cfg = cfg.copy()
+    cfg.compile.enabled = False  # compiled below, with the variant's options
+    loss, target_updater = make_pwm_loss(cfg, obs_dim, spec, device)
     if VARIANTS[variant] is not None:
         compile_networks(loss, **VARIANTS[variant])
-    target = (
-        SoftUpdate(loss.value_loss, tau=cfg.critic.target_tau) if cfg.critic.target_tau else None
-    )
-    config = PWMOptimConfig(
-        critic_passes=cfg.critic.passes,
-        critic_minibatches=cfg.critic.minibatches,
-        critic_updates=cfg.critic.updates,
-    )
-    return PWMOptimizationStepper(loss, wm_cfg.horizon, config=config, target_updater=target)
+    return make_pwm_stepper(cfg, loss, target_updater, optim_steps=10_000)
 
 
 def synthetic_slices(cfg, obs_dim: int, act_dim: int, device: torch.device) -> TensorDict:

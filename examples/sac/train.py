@@ -16,12 +16,9 @@ TorchRL logs under ``logs/`` and ``checkpoint.pt``.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tensordict.nn import InteractionType, NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.collectors import Collector
@@ -36,15 +33,14 @@ from torchrl.trainers import (
     UpdateWeights,
 )
 
-from torchrl_pwm.checkpoint import CheckpointError
 from torchrl_pwm.envs import make_env
 from torchrl_pwm.trainers import (
     EnvStepLogger,
     TimedOptimizationStepper,
-    check_fresh_run,
+    attach_run,
+    begin_run,
     finish_run,
     make_logger,
-    register_run_hooks,
 )
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
@@ -88,14 +84,8 @@ def make_sac_modules(cfg: DictConfig, action_spec, device: torch.device):
 
 @hydra.main(version_base="1.3", config_path="", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.env.seed)
+    run_dir = begin_run(cfg)
     device = torch.device(cfg.device)
-    run_dir = Path.cwd()
-    try:
-        check_fresh_run(run_dir / cfg.checkpoint.path, cfg.resume)
-    except FileExistsError as err:
-        raise SystemExit(str(err)) from err
 
     # -- environments ------------------------------------------------------------------------
     env = make_env(cfg.env.task, seed=cfg.env.seed, action_repeat=cfg.env.action_repeat)
@@ -179,33 +169,20 @@ def main(cfg: DictConfig) -> dict:
     trainer.register_op("post_optim", TargetNetUpdaterHook(target_updater))  # every update
     UpdateWeights(collector, update_weights_interval=1).register(trainer)
     LogScalar(("next", "reward"), "train/reward", include_std=False).register(trainer)
-    metadata = {
-        "algorithm": "sac",
-        "task": cfg.env.task,
-        "replay_capacity": capacity,  # the stored buffer only loads into one of the same size
-        "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True),
-    }
-    try:
-        hooks = register_run_hooks(
-            trainer,
-            eval_env,
-            actor,
-            run_dir=run_dir,
-            eval_every=log_cfg.eval_every,
-            eval_episodes=log_cfg.eval_episodes,
-            frame_to_env_steps=repeat,
-            checkpoint_every=cfg.checkpoint.every,
-            checkpoint_path=cfg.checkpoint.path,
-            metadata=metadata,
-            resume=cfg.resume,
-            check_metadata=("algorithm", "task", "replay_capacity"),
-        )
-    except CheckpointError as err:
-        raise SystemExit(f"Cannot resume: {err}") from err
-    except ValueError as err:
-        raise SystemExit(f"Bad configuration: {err}") from err
-    if cfg.resume:
-        print(f"Resumed at {trainer.collected_frames * repeat} env steps.", flush=True)
+    hooks = attach_run(
+        trainer,
+        cfg,
+        eval_env,
+        actor,
+        run_dir=run_dir,
+        frame_to_env_steps=repeat,
+        metadata={
+            "algorithm": "sac",
+            "task": cfg.env.task,
+            "replay_capacity": capacity,  # the stored buffer only loads into one of the same size
+        },
+        check_metadata=("algorithm", "task", "replay_capacity"),
+    )
 
     # -- train -------------------------------------------------------------------------------
     trainer.train()  # evaluates and checkpoints at the end too

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from torchrl_pwm.trainers import EnvStepLogger, check_fresh_run, make_logger
@@ -32,6 +33,55 @@ def test_check_fresh_run_refuses_to_overwrite(tmp_path):
         check_fresh_run(ckpt, resume=False)
     check_fresh_run(ckpt, resume=True)
     assert ckpt.read_bytes() == b"saved state"
+
+
+def _example_cfg(**overrides):
+    from omegaconf import OmegaConf
+
+    cfg = {
+        "threads": 1, "resume": False, "env": {"seed": 0},
+        "checkpoint": {"every": 100, "path": "checkpoint.pt"},
+        "logger": {"eval_every": 100, "eval_episodes": 1},
+    }  # fmt: skip
+    return OmegaConf.merge(OmegaConf.create(cfg), OmegaConf.create(overrides))
+
+
+def test_begin_run_refuses_an_existing_run_with_a_clear_exit(tmp_path, monkeypatch):
+    from torchrl_pwm.trainers import begin_run
+
+    threads = torch.get_num_threads()
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert begin_run(_example_cfg()) == tmp_path and torch.get_num_threads() == 1
+        (tmp_path / "checkpoint.pt").write_bytes(b"saved state")
+        with pytest.raises(SystemExit, match="resume=true"):
+            begin_run(_example_cfg())
+        assert begin_run(_example_cfg(resume=True)) == tmp_path
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"saved state"
+
+
+def test_attach_run_exits_with_the_reason(tmp_path):
+    from tests.trainers._tiny import tiny_trainer
+    from torchrl_pwm.envs import make_env
+    from torchrl_pwm.trainers import attach_run
+
+    env = make_env("cartpole-swingup", seed=1)
+    kwargs = {"run_dir": tmp_path, "frame_to_env_steps": 2, "metadata": {"task": "cartpole"}}
+
+    def attach(**cfg):  # a fresh trainer each time: a failed attach may leave hooks behind
+        trainer, *_ = tiny_trainer(100)
+        attach_run(trainer, _example_cfg(**cfg), env, trainer.collector.policy, **kwargs)
+
+    with pytest.raises(SystemExit, match="Bad configuration: eval_every"):
+        attach(logger={"eval_every": 0})
+    with pytest.raises(SystemExit, match="Bad configuration: resume=true needs checkpoints"):
+        attach(resume=True, checkpoint={"every": None})
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(SystemExit, match=r"Cannot resume: .*corrupt"):
+        attach(resume=True)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"garbage"
 
 
 def test_evaluator_resume_drops_csv_rows_after_the_checkpoint(tmp_path):

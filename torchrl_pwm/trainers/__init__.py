@@ -9,6 +9,8 @@ from torchrl_pwm.trainers.hooks import (
 from torchrl_pwm.trainers.runs import (
     RunHooks,
     TimedOptimizationStepper,
+    attach_run,
+    begin_run,
     check_fresh_run,
     finish_run,
     make_logger,
@@ -25,6 +27,8 @@ __all__ = [
     "PolicyEvaluator",
     "RunHooks",
     "TimedOptimizationStepper",
+    "attach_run",
+    "begin_run",
     "check_fresh_run",
     "evaluate_policy",
     "finish_run",

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.record.loggers import Logger, get_logger
 from torchrl.trainers import DefaultOptimizationStepper, Trainer
 
+from torchrl_pwm.checkpoint import CheckpointError
 from torchrl_pwm.plotting import plot_learning_curves, published_references
 from torchrl_pwm.trainers.hooks import CheckpointHook, PolicyEvaluator
 
 __all__ = [
     "RunHooks",
     "TimedOptimizationStepper",
+    "attach_run",
+    "begin_run",
     "check_fresh_run",
     "finish_run",
     "make_logger",
@@ -196,6 +202,103 @@ def register_run_hooks(
     elif resume:
         raise ValueError("resume=true needs checkpoints (checkpoint.every > 0).")
     return RunHooks(evaluator, checkpoint, run_dir, frame_to_env_steps)
+
+
+def begin_run(cfg: DictConfig) -> Path:
+    """The first step of every example: torch threads (``cfg.threads``) and seed
+    (``cfg.env.seed``), and a refusal to start over an existing run.
+
+    Args:
+        cfg: an example's Hydra config (``threads``, ``env.seed``, ``checkpoint.path``,
+            ``resume``).
+
+    Returns:
+        The run directory: the working directory, which Hydra sets to ``hydra.run.dir``.
+
+    Raises:
+        SystemExit: the run directory holds a checkpoint and ``resume`` is false (the
+            message says what to do).
+
+    Examples:
+        >>> from omegaconf import OmegaConf
+        >>> cfg = OmegaConf.create({
+        ...     "threads": torch.get_num_threads(), "env": {"seed": 0}, "resume": False,
+        ...     "checkpoint": {"path": "/nonexistent/checkpoint.pt"},  # no run there yet
+        ... })
+        >>> begin_run(cfg) == Path.cwd()
+        True
+    """
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.env.seed)
+    run_dir = Path.cwd()
+    try:
+        check_fresh_run(run_dir / cfg.checkpoint.path, cfg.resume)
+    except FileExistsError as err:
+        raise SystemExit(str(err)) from err
+    return run_dir
+
+
+def attach_run(
+    trainer: Trainer,
+    cfg: DictConfig,
+    eval_env: EnvBase,
+    policy,
+    *,
+    run_dir: str | Path,
+    frame_to_env_steps: int,
+    metadata: Mapping[str, Any],
+    check_metadata: tuple[str, ...] = ("task",),
+    video_env: EnvBase | None = None,
+) -> RunHooks:
+    """:func:`register_run_hooks` with an example's settings, for a command line.
+
+    Reads ``cfg.logger.eval_every``, ``cfg.logger.eval_episodes``,
+    ``cfg.logger.video_every_eval`` (if present), ``cfg.checkpoint.every`` /
+    ``cfg.checkpoint.path`` and ``cfg.resume``; stores the whole resolved config in the
+    checkpoint's metadata under ``"config"``; turns a bad setting or a checkpoint that cannot
+    be resumed into ``SystemExit`` with the reason, and says where a resumed run continues.
+
+    Args:
+        trainer: the Trainer, with every hook whose state is checkpointed registered already.
+        cfg: the example's Hydra config.
+        eval_env: the evaluation environment.
+        policy: the policy evaluated.
+
+    Keyword Args:
+        run_dir: from :func:`begin_run`.
+        frame_to_env_steps: the action repeat.
+        metadata: plain values stored in the checkpoint; ``check_metadata`` names those that
+            must match to resume.
+        video_env: see :func:`register_run_hooks`.
+    """
+    metadata = {
+        **metadata,
+        "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True),
+    }
+    try:
+        hooks = register_run_hooks(
+            trainer,
+            eval_env,
+            policy,
+            run_dir=run_dir,
+            eval_every=cfg.logger.eval_every,
+            eval_episodes=cfg.logger.eval_episodes,
+            frame_to_env_steps=frame_to_env_steps,
+            checkpoint_every=cfg.checkpoint.every,
+            checkpoint_path=cfg.checkpoint.path,
+            metadata=metadata,
+            resume=cfg.resume,
+            check_metadata=check_metadata,
+            video_env=video_env,
+            video_every_eval=bool(cfg.logger.get("video_every_eval", False)),
+        )
+    except CheckpointError as err:
+        raise SystemExit(f"Cannot resume: {err}") from err
+    except ValueError as err:
+        raise SystemExit(f"Bad configuration: {err}") from err
+    if cfg.resume:
+        print(f"Resumed at {trainer.collected_frames * frame_to_env_steps} env steps.", flush=True)
+    return hooks
 
 
 def finish_run(

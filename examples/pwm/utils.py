@@ -1,0 +1,104 @@
+"""The PWM agent of ``examples/pwm/config.yaml``: networks, losses and optimisation schedule.
+
+Kept apart from ``train.py`` (as TorchRL's ``sota-implementations/*/utils.py``) so that
+``benchmarks/update_step.py`` times exactly the agent the example trains.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torchrl.data import TensorSpec
+from torchrl.objectives import SoftUpdate
+
+from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, compile_networks, make_pwm_actor
+from torchrl_pwm.objectives import PWMLoss
+from torchrl_pwm.trainers import PWMOptimConfig, PWMOptimizationStepper
+
+
+def make_pwm_loss(
+    cfg: DictConfig, observation_dim: int, action_spec: TensorSpec, device: torch.device
+) -> tuple[PWMLoss, SoftUpdate | None]:
+    """World model, actor and critic ensemble in a ``PWMLoss`` (compiled if
+    ``cfg.compile.enabled``), and the critic's target updater (``None`` without target)."""
+    wm_cfg = cfg.world_model
+    preset = wm_cfg.size is not None  # a TD-MPC2 preset sets the dims below
+    world_model = TDMPC2WorldModel(
+        observation_dim,
+        action_spec.shape[-1],
+        size=wm_cfg.size,
+        latent_dim=None if preset else wm_cfg.latent_dim,
+        enc_dim=None if preset else wm_cfg.enc_dim,
+        mlp_dim=None if preset else wm_cfg.mlp_dim,
+        num_enc_layers=None if preset else wm_cfg.num_enc_layers,
+        num_bins=wm_cfg.num_bins,
+        reward_space=wm_cfg.reward_space,
+    ).to(device)
+    latent_dim = world_model.latent_dim
+    actor = make_pwm_actor(
+        latent_dim,
+        action_spec,
+        hidden_sizes=tuple(cfg.actor.hidden_sizes),
+        init_log_std=cfg.actor.init_log_std,
+        min_log_std=cfg.actor.min_log_std,
+        device=device,
+    )
+    critic = ValueEnsemble(
+        latent_dim,
+        num_critics=cfg.critic.num_critics,
+        hidden_sizes=tuple(cfg.critic.hidden_sizes),
+        device=device,
+    )
+    loss = PWMLoss(
+        world_model,
+        actor,
+        critic,
+        imagination_horizon=cfg.actor.imagination_horizon,
+        normalize_returns=cfg.actor.normalize_returns,
+        detach_policy_input=cfg.actor.detach_policy_input,
+        use_target_value_network=cfg.critic.target_tau is not None,
+        consistency_coef=wm_cfg.consistency_coef,
+        reward_coef=wm_cfg.reward_coef,
+        temporal_discount=wm_cfg.temporal_discount,
+    )
+    loss.make_value_estimator(gamma=cfg.optim.gamma, lmbda=cfg.critic.lmbda)
+    target_updater = (
+        SoftUpdate(loss.value_loss, tau=cfg.critic.target_tau)
+        if cfg.critic.target_tau is not None
+        else None
+    )
+    loss.to(device)
+    if cfg.compile.enabled:  # in place: same parameter names, checkpoints and target params
+        compile_networks(loss, mode=cfg.compile.mode)
+    return loss, target_updater
+
+
+def make_pwm_stepper(
+    cfg: DictConfig,
+    loss: PWMLoss,
+    target_updater: SoftUpdate | None,
+    optim_steps: int,
+) -> PWMOptimizationStepper:
+    """The optimisers, clipping and schedules of ``cfg.optim`` / ``cfg.critic``;
+    ``optim_steps`` (the run's number of updates) sets the learning-rate decay."""
+    optim = cfg.optim
+    return PWMOptimizationStepper(
+        loss,
+        horizon=cfg.world_model.horizon,
+        config=PWMOptimConfig(
+            world_model_lr=optim.world_model_lr,
+            encoder_lr_scale=optim.encoder_lr_scale,
+            world_model_grad_clip=optim.world_model_grad_clip,
+            actor_lr=optim.actor_lr,
+            critic_lr=optim.critic_lr,
+            final_lr=optim.final_lr,
+            lr_decay_steps=optim_steps if optim.lr_decay else None,
+            actor_grad_clip=optim.actor_grad_clip,
+            critic_grad_clip=optim.critic_grad_clip,
+            critic_passes=cfg.critic.passes,
+            critic_minibatches=cfg.critic.minibatches,
+            critic_updates=cfg.critic.updates,
+            max_nonfinite_steps=optim.max_nonfinite_steps,
+        ),
+        target_updater=target_updater,
+    )
