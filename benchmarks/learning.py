@@ -288,6 +288,28 @@ def final_return(run: Run) -> tuple[int, float]:
     return int(data["env_steps"][-1]), data["return_mean"][-1]
 
 
+def mean_return_over_run(run: Run, points: int = 20) -> float:
+    """The learning curve's mean height: the evaluation return, linearly interpolated at
+    ``budget / points, 2 budget / points, ..., budget`` env steps, averaged.
+
+    A sample-efficiency summary that does not hang on the last evaluation alone (the
+    normalised area under the curve), on a grid common to algorithms that evaluate at
+    different env steps (PPO evaluates after whole collector batches).
+    """
+    data = read_eval_csv(run.eval_csv)
+    steps, returns = data["env_steps"], data["return_mean"]
+    grid = [run.budget * (k + 1) / points for k in range(points)]
+    values = []
+    for x in grid:
+        i = next((i for i, s in enumerate(steps) if s >= x), len(steps) - 1)
+        if i == 0 or steps[i] <= x:  # at or beyond the ends: the nearest evaluation
+            values.append(returns[i])
+        else:
+            w = (x - steps[i - 1]) / (steps[i] - steps[i - 1])
+            values.append(returns[i - 1] + w * (returns[i] - returns[i - 1]))
+    return sum(values) / points
+
+
 def write_csvs(runs: Sequence[Run], results: Path) -> tuple[Path, Path]:
     results.mkdir(parents=True, exist_ok=True)
     curves, table = results / "learning.csv", results / "learning_runs.csv"
@@ -384,8 +406,26 @@ def markdown(runs: Sequence[Run], commands: Sequence[str]) -> str:
             ]
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["### Wall-clock per run (minutes; threads per run)", ""]
     budgets = sorted({r.budget for r in runs}) or [100_000]
+    lines += [
+        "### Mean return over the run (sample efficiency)",
+        "",
+        "Evaluation return interpolated every 5% of the budget (5k, 10k, ..., 100k for 100k) "
+        "and averaged: the normalised area under the learning curve, mean ± std over seeds.",
+        "",
+        "| task | budget | " + " | ".join(LABELS[a] for a in SCRIPTS) + " |",
+        "|---|---|" + "---|" * len(SCRIPTS),
+    ]
+    for task in tasks:
+        for budget in budgets:
+            cells = []
+            for a in SCRIPTS:
+                means = [mean_return_over_run(r) for r in runs
+                         if (r.algorithm, r.task, r.budget) == (a, task, budget)]  # fmt: skip
+                cells.append(_mean_std(means) if means else "*not run*")
+            lines.append(f"| {task} | {budget // 1000}k | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += ["### Wall-clock per run (minutes; threads per run)", ""]
     lines += ["| task | budget | " + " | ".join(LABELS[a] for a in SCRIPTS) + " |",
               "|---|---|" + "---|" * len(SCRIPTS)]  # fmt: skip
     for task in tasks:

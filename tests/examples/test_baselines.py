@@ -154,6 +154,13 @@ def test_learning_plan_skips_resumes_imports_and_waits(tmp_path):
     md = (results / "learning.md").read_text()
     assert "| walker-walk | *not run* | *not run* | *not run* | 962 | 708 | 630 |" in md
     assert "### 500k env steps" in md and "Machine:" in md
+    # mean return over the run, by hand: evaluations (500, 30), (1000, 40) interpolated at
+    # 50, 100, ..., 1000 env steps: 30 up to 500 (nearest), then 31, 32, ..., 40
+    pwm_cartpole = next(r for r in found if (r.algorithm, r.task) == ("pwm", "cartpole-swingup"))
+    assert lb.mean_return_over_run(pwm_cartpole) == pytest.approx(
+        (10 * 30 + sum(range(31, 41))) / 20
+    )
+    assert "| cartpole-swingup | 1k | 33 (1) | 13 (1) | *not run* |" in md
 
     # regenerating keeps hand-written text outside the generated block
     (results / "learning.md").write_text(md.replace(lb.END, lb.END + "\n\n## Analysis\nkept\n"))
