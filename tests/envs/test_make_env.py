@@ -60,3 +60,8 @@ def test_unknown_task_lists_close_matches():
         make_env("cheeta-run")
     with pytest.raises(ValueError, match="available_tasks"):
         make_env("no-such-thing-at-all")
+
+
+def test_metaworld_task_says_why_it_is_unavailable():
+    with pytest.raises(NotImplementedError, match=r"'mw-reach'.*mujoco==3\.3\.0.*dm-control"):
+        make_env("mw-reach")

@@ -24,6 +24,19 @@ _GYM_PREFIXES = ("HalfCheetah", "Hopper", "Walker2d", "Ant", "Humanoid", "Swimme
                  "InvertedPendulum", "InvertedDoublePendulum", "Pusher", "HumanoidStandup")  # fmt: skip
 
 
+# Meta-World (TD-MPC2's "mw-<task>" names, the 50 tasks of mt80) cannot run beside this
+# project's DMC: metaworld 3.1.1 pins mujoco==3.3.0 while dm-control 1.0.50 needs
+# mujoco>=3.17, and under mujoco 3.17 Meta-World's own reset fails (it writes 11 values per
+# weld into MjModel.eq_data, which has 12 since MuJoCo 3.x). Checked 2026-11-25.
+_METAWORLD_UNAVAILABLE = (
+    "Meta-World tasks ({task!r}) are not available: the metaworld package (3.1.1) pins "
+    "mujoco==3.3.0, which cannot be installed beside dm-control 1.0.50 (mujoco>=3.17, pinned "
+    "here for DMC), and Meta-World's reset fails under mujoco 3.17 (MjModel.eq_data has 12 "
+    "values per weld, Meta-World writes 11). Use DMC or Gymnasium MuJoCo tasks; see "
+    "torchrl_pwm.envs.available_tasks()."
+)
+
+
 def _dmc_tasks() -> dict[str, tuple[str, str]]:
     from dm_control import suite
 
@@ -73,7 +86,9 @@ def make_env(
     counts **env steps, after the repeat**: ``frames * env.action_repeat``.
 
     Args:
-        task: a name from :func:`available_tasks`.
+        task: a name from :func:`available_tasks`. Meta-World names (``"mw-reach"``) raise
+            :class:`NotImplementedError` with the reason: its package cannot share an
+            environment with the pinned dm-control / MuJoCo.
 
     Keyword Args:
         seed: environment seed (``None``: unseeded).
@@ -144,6 +159,8 @@ def make_env(
             **size,
         )
         env = TransformedEnv(base, DoubleToFloat())
+    elif task.startswith("mw-"):
+        raise NotImplementedError(_METAWORLD_UNAVAILABLE.format(task=task))
     else:
         close = difflib.get_close_matches(task, available_tasks(), n=5, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
