@@ -9,7 +9,13 @@ published TD-MPC2 / SAC returns at 100k env steps.
     python benchmarks/online.py --tasks cartpole-swingup --seeds 0 --env-steps 100000
     python benchmarks/online.py --tasks cheetah-run --seeds 0 1 2 --env-steps 100000
 
-Extra Hydra overrides for the example follow ``--``.
+Extra Hydra overrides for the example follow ``--``. Overrides that change the algorithm (not
+just threads, checkpoints, evaluation or compilation) need a ``--tag``: the runs then go to
+``outputs/benchmarks/online/<task>_<env_steps>_<tag>/`` and their copies and plot to
+``docs/results/online/<tag>/``, apart from the defaults'. For example, an update-ratio sweep::
+
+    python benchmarks/online.py --tasks cheetah-run --seeds 0 --tag utd0.4 -- \
+        collector.optim_steps_per_batch=4 threads=1 compile.enabled=true
 """
 
 from __future__ import annotations
@@ -28,8 +34,23 @@ RUNS = ROOT / "outputs" / "benchmarks" / "online"
 RESULTS = ROOT / "docs" / "results" / "online"
 
 
-def run(task: str, seed: int, env_steps: int, overrides: list[str]) -> Path:
-    run_dir = RUNS / f"{task}_{env_steps}" / f"seed{seed}"
+def _runs(task: str, env_steps: int, tag: str | None, root: Path = RUNS) -> Path:
+    return root / (f"{task}_{env_steps}" + (f"_{tag}" if tag else ""))
+
+
+def _results(tag: str | None, root: Path = RESULTS) -> Path:
+    return root / tag if tag else root
+
+
+def run(
+    task: str,
+    seed: int,
+    env_steps: int,
+    overrides: list[str],
+    tag: str | None = None,
+    runs_root: Path = RUNS,
+) -> Path:
+    run_dir = _runs(task, env_steps, tag, runs_root) / f"seed{seed}"
     if (run_dir / "timings.json").exists():
         print(f"[skip] {task} seed {seed}: finished", flush=True)
         return run_dir
@@ -50,23 +71,31 @@ def run(task: str, seed: int, env_steps: int, overrides: list[str]) -> Path:
     return run_dir
 
 
-def publish(task: str, env_steps: int, seeds: list[int]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def publish(
+    task: str,
+    env_steps: int,
+    seeds: list[int],
+    tag: str | None = None,
+    runs_root: Path = RUNS,
+    results_root: Path = RESULTS,
+) -> None:
+    results = _results(tag, results_root)
+    results.mkdir(parents=True, exist_ok=True)
     csvs = []
     for seed in seeds:
-        run_dir = RUNS / f"{task}_{env_steps}" / f"seed{seed}"
+        run_dir = _runs(task, env_steps, tag, runs_root) / f"seed{seed}"
         if not (run_dir / "timings.json").exists():
             continue
-        dst = RESULTS / f"{task}_seed{seed}.csv"
+        dst = results / f"{task}_seed{seed}.csv"
         shutil.copy(run_dir / "eval.csv", dst)
-        shutil.copy(run_dir / "timings.json", RESULTS / f"{task}_seed{seed}.timings.json")
+        shutil.copy(run_dir / "timings.json", results / f"{task}_seed{seed}.timings.json")
         csvs.append(dst)
     if not csvs:
         return
     plot_learning_curves(
-        {"PWM (torchrl_pwm)": csvs},
-        RESULTS / f"{task}.png",
-        title=f"{task}: online PWM",
+        {"PWM (torchrl_pwm)" + (f", {tag}" if tag else ""): csvs},
+        results / f"{task}.png",
+        title=f"{task}: online PWM" + (f" ({tag})" if tag else ""),
         references=published_references(task, env_steps),
     )
     finals = [read_eval_csv(c)["return_mean"][-1] for c in csvs]
@@ -81,16 +110,22 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["cartpole-swingup"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--env-steps", type=int, default=100_000)
+    parser.add_argument("--tag", default=None, help="name of a variant (see the module doc)")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.tag is not None and not args.tag.replace(".", "").replace("-", "").isalnum():
+        parser.error(f"--tag must be letters, digits, '.' and '-', got {args.tag!r}")
     for task in args.tasks:
         for seed in args.seeds:
-            run(task, seed, args.env_steps, overrides)
-            publish(task, args.env_steps, args.seeds)
+            run(task, seed, args.env_steps, overrides, args.tag, args.runs_dir)
+            publish(task, args.env_steps, args.seeds, args.tag, args.runs_dir, args.results_dir)
+    results = _results(args.tag, args.results_dir)
     summary = {
         t: {
-            s: json.loads((RESULTS / f"{t}_seed{s}.timings.json").read_text())
+            s: json.loads((results / f"{t}_seed{s}.timings.json").read_text())
             for s in args.seeds
-            if (RESULTS / f"{t}_seed{s}.timings.json").exists()
+            if (results / f"{t}_seed{s}.timings.json").exists()
         }
         for t in args.tasks
     }
