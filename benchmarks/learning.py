@@ -44,6 +44,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from torchrl_pwm.plotting import (
     PUBLISHED_DMC_RETURNS,
     plot_learning_curves,
@@ -272,14 +274,24 @@ def discover(
     return [runs[k] for k in sorted(runs)]
 
 
-def _threads(run: Run) -> str:
+def _hydra_config(run: Run):
     cfg = run.run_dir / ".hydra" / "config.yaml"
     if run.source == "online copy" or not cfg.exists():
-        return "?"
-    for line in cfg.read_text().splitlines():
-        if line.startswith("threads:"):
-            return line.split(":", 1)[1].strip()
-    return "?"
+        return None
+    return OmegaConf.load(cfg)
+
+
+def _threads(run: Run) -> str:
+    """Torch threads of the run (``"?"`` where its Hydra config is not at hand)."""
+    conf = _hydra_config(run)
+    return "?" if conf is None else str(conf.get("threads", "?"))
+
+
+def _setup(run: Run) -> str:
+    """``"1 thr."``, or ``"1 thr., compiled"`` under ``compile.enabled=true``."""
+    conf = _hydra_config(run)
+    compiled = conf is not None and OmegaConf.select(conf, "compile.enabled", default=False)
+    return f"{_threads(run)} thr." + (", compiled" if compiled else "")
 
 
 def final_return(run: Run) -> tuple[int, float]:
@@ -425,7 +437,10 @@ def markdown(runs: Sequence[Run], commands: Sequence[str]) -> str:
                 cells.append(_mean_std(means) if means else "*not run*")
             lines.append(f"| {task} | {budget // 1000}k | " + " | ".join(cells) + " |")
     lines.append("")
-    lines += ["### Wall-clock per run (minutes; threads per run)", ""]
+    lines += [
+        "### Wall-clock per run (minutes; torch threads per run; `compiled`: `compile.enabled=true`)",
+        "",
+    ]
     lines += ["| task | budget | " + " | ".join(LABELS[a] for a in SCRIPTS) + " |",
               "|---|---|" + "---|" * len(SCRIPTS)]  # fmt: skip
     for task in tasks:
@@ -437,11 +452,11 @@ def markdown(runs: Sequence[Run], commands: Sequence[str]) -> str:
                     cells.append("*not run*")
                     continue
                 mins = [json.loads(r.timings.read_text())["total_s"] / 60 for r in sel]
-                threads = [_threads(r) for r in sel]
-                if len(set(threads)) == 1:  # "19, 18 (1 thr.)"
-                    cell = ", ".join(f"{m:.0f}" for m in mins) + f" ({threads[0]} thr.)"
-                else:  # each run with its own thread count: "53 (2 thr.), 107 (1 thr.)"
-                    cell = ", ".join(f"{m:.0f} ({t} thr.)" for m, t in zip(mins, threads))
+                setups = [_setup(r) for r in sel]
+                if len(set(setups)) == 1:  # "19, 18 (1 thr.)"
+                    cell = ", ".join(f"{m:.0f}" for m in mins) + f" ({setups[0]})"
+                else:  # each run with its own set-up: "53 (2 thr.), 107 (1 thr.)"
+                    cell = ", ".join(f"{m:.0f} ({t})" for m, t in zip(mins, setups))
                 cells.append(cell)
             lines.append(f"| {task} | {budget // 1000}k | " + " | ".join(cells) + " |")
     lines.append("")
