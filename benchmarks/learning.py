@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from torchrl_pwm.plotting import (
@@ -281,9 +282,9 @@ def _hydra_config(run: Run):
     return OmegaConf.load(cfg)
 
 
-def _threads(run: Run) -> str:
+def _threads(run: Run, conf=None) -> str:
     """Torch threads of the run (``"?"`` where its Hydra config is not at hand)."""
-    conf = _hydra_config(run)
+    conf = _hydra_config(run) if conf is None else conf
     return "?" if conf is None else str(conf.get("threads", "?"))
 
 
@@ -291,7 +292,7 @@ def _setup(run: Run) -> str:
     """``"1 thr."``, or ``"1 thr., compiled"`` under ``compile.enabled=true``."""
     conf = _hydra_config(run)
     compiled = conf is not None and OmegaConf.select(conf, "compile.enabled", default=False)
-    return f"{_threads(run)} thr." + (", compiled" if compiled else "")
+    return f"{_threads(run, conf)} thr." + (", compiled" if compiled else "")
 
 
 def final_return(run: Run) -> tuple[int, float]:
@@ -309,17 +310,9 @@ def mean_return_over_run(run: Run, points: int = 20) -> float:
     different env steps (PPO evaluates after whole collector batches).
     """
     data = read_eval_csv(run.eval_csv)
-    steps, returns = data["env_steps"], data["return_mean"]
     grid = [run.budget * (k + 1) / points for k in range(points)]
-    values = []
-    for x in grid:
-        i = next((i for i, s in enumerate(steps) if s >= x), len(steps) - 1)
-        if i == 0 or steps[i] <= x:  # at or beyond the ends: the nearest evaluation
-            values.append(returns[i])
-        else:
-            w = (x - steps[i - 1]) / (steps[i] - steps[i - 1])
-            values.append(returns[i - 1] + w * (returns[i] - returns[i - 1]))
-    return sum(values) / points
+    # np.interp holds the end values beyond the first and last evaluations
+    return float(np.interp(grid, data["env_steps"], data["return_mean"]).mean())
 
 
 def write_csvs(runs: Sequence[Run], results: Path) -> tuple[Path, Path]:

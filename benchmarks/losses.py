@@ -24,7 +24,6 @@ rewritten in ``docs/results/losses.md``.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
@@ -38,6 +37,8 @@ import torchrl_pwm
 from torchrl_pwm.envs import LatentWorldModelEnv
 from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
 from torchrl_pwm.objectives import FirstOrderActorLoss, TDLambdaValueLoss, TDMPC2ModelLoss
+
+from _common import append_results, latest, sync  # benchmarks/_common.py
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 FIELDS = [
@@ -64,19 +65,14 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time(fn, device, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / repeats
 
 
@@ -207,16 +203,7 @@ def main(argv=None) -> list[dict]:
 
 
 def _write(rows: list[dict]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "losses.csv"
-    old = list(csv.DictReader(path.open())) if path.exists() else []
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(old + rows)
-    latest: dict[tuple, dict] = {}
-    for row in old + rows:  # the latest measurement of each (device, threads, preset, what)
-        latest[(row["device"], row["threads"], row["preset"], row["what"])] = row
+    every = append_results(RESULTS / "losses.csv", FIELDS, rows)
     lines = [
         "# Loss update throughput",
         "",
@@ -228,7 +215,7 @@ def _write(rows: list[dict]) -> None:
         "| device | threads | preset | update | batch | H | s/update | updates/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in latest.values():
+    for r in latest(every, ("device", "threads", "preset", "what")):
         lines.append(
             f"| {r['device']} | {r['threads']} | {r['preset']} | {r['what']} | {r['batch']} | "
             f"{r['horizon']} | {r['seconds_per_update']} | {r['updates_per_second']} |"

@@ -4,11 +4,11 @@ eager against ``torch.compile``.
 Builds the networks, losses and optimisation schedule of ``examples/pwm/config.yaml`` (the
 online defaults: latent 128, MLPs 256 wide, 101 reward bins, H = 16, 256 slices per update)
 with the example's own ``examples/pwm/utils.py``, feeds the stepper synthetic slices of
-cheetah-run's sizes (observation 17, action 6), and times ``--rounds`` rounds of ``--steps`` updates for each variant, alternating the variants between
-rounds so that a background load hits both alike. ``compile`` is
-:func:`torchrl_pwm.modules.compile_networks` (every MLP compiled in place; the one-exp
-:class:`~torchrl_pwm.modules.Mish` under Inductor); its warm-up (compilation) is reported
-apart.
+cheetah-run's sizes (observation 17, action 6), and times ``--rounds`` rounds of ``--steps``
+updates for each variant, alternating the variants between rounds so that a background load
+hits both alike. ``compile`` is :func:`torchrl_pwm.modules.compile_networks` (every MLP
+compiled in place; the one-exp :class:`~torchrl_pwm.modules.Mish` under Inductor); its
+warm-up (compilation) is reported apart.
 
 Usage::
 
@@ -22,7 +22,6 @@ Appends to ``docs/results/update_step.csv`` and rewrites ``docs/results/update_s
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import statistics
 import sys
@@ -35,6 +34,8 @@ from tensordict import TensorDict
 from torchrl.data import Bounded
 
 from torchrl_pwm.modules import compile_networks
+
+from _common import append_results, latest, sync  # benchmarks/_common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "pwm"))
@@ -75,11 +76,6 @@ def synthetic_slices(cfg, obs_dim: int, act_dim: int, device: torch.device) -> T
     )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -105,7 +101,7 @@ def main(argv=None) -> list[dict]:
         start = time.perf_counter()
         for _ in range(args.warmup):
             steppers[variant].step(None, batch)
-        _sync(device)
+        sync(device)
         warmup[variant] = time.perf_counter() - start
         print(f"{variant}: warm-up ({args.warmup} updates) {warmup[variant]:.1f} s", flush=True)
     times: dict[str, list[float]] = {v: [] for v in args.variants}
@@ -114,7 +110,7 @@ def main(argv=None) -> list[dict]:
             start = time.perf_counter()
             for _ in range(args.steps):
                 stepper.step(None, batch)
-            _sync(device)
+            sync(device)
             times[variant].append((time.perf_counter() - start) / args.steps)
     base = statistics.median(times[args.variants[0]])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -136,14 +132,7 @@ def main(argv=None) -> list[dict]:
 
 
 def _write(rows: list[dict]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "update_step.csv"
-    old = list(csv.DictReader(path.open())) if path.exists() else []
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(old + rows)
-    latest = {(r["device"], r["threads"], r["variant"]): r for r in old + rows}
+    every = append_results(RESULTS / "update_step.csv", FIELDS, rows)
     lines = [
         "# One online PWM update: eager against torch.compile",
         "",
@@ -156,7 +145,7 @@ def _write(rows: list[dict]) -> None:
         "| device | threads | variant | warm-up (s) | s/update | speed-up | torch |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in latest.values():
+    for r in latest(every, ("device", "threads", "variant")):
         lines.append(
             f"| {r['device']} | {r['threads']} | {r['variant']} | {r['warmup_s']} | "
             f"{r['s_per_update']} | {r['speedup']} | {r['torch']} |"

@@ -1,0 +1,36 @@
+"""What the speed benchmarks (``losses.py``, ``update_step.py``) share: device sync and their
+append-only results CSV."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that wall-clock timings cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def append_results(path: Path, fields: Sequence[str], rows: list[dict]) -> list[dict]:
+    """Add ``rows`` to the CSV at ``path`` (rewritten whole through a temporary file, so a
+    killed run leaves the old file intact) and return every row, oldest first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = list(csv.DictReader(path.open())) if path.exists() else []
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(old + rows)
+    os.replace(tmp, path)
+    return old + rows
+
+
+def latest(rows: list[dict], key: Sequence[str]) -> list[dict]:
+    """The last row of each ``key`` combination, in the order the combinations first appear."""
+    return list({tuple(r[k] for k in key): r for r in rows}.values())
