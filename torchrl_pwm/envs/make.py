@@ -24,10 +24,7 @@ _GYM_PREFIXES = ("HalfCheetah", "Hopper", "Walker2d", "Ant", "Humanoid", "Swimme
                  "InvertedPendulum", "InvertedDoublePendulum", "Pusher", "HumanoidStandup")  # fmt: skip
 
 
-# Meta-World (TD-MPC2's "mw-<task>" names, the 50 tasks of mt80) cannot run beside this
-# project's DMC: metaworld 3.1.1 pins mujoco==3.3.0 while dm-control 1.0.50 needs
-# mujoco>=3.17, and under mujoco 3.17 Meta-World's own reset fails (it writes 11 values per
-# weld into MjModel.eq_data, which has 12 since MuJoCo 3.x). Checked 2026-11-25.
+# Meta-World: TD-MPC2's "mw-<task>" names, the 50 tasks of mt80 (checked 2026-11-25).
 _METAWORLD_UNAVAILABLE = (
     "Meta-World tasks ({task!r}) are not available: the metaworld package (3.1.1) pins "
     "mujoco==3.3.0, which cannot be installed beside dm-control 1.0.50 (mujoco>=3.17, pinned "
