@@ -23,6 +23,14 @@ def test_actor_layout():
     torch.testing.assert_close(net.log_std.data, torch.full((3,), -1.0))
 
 
+def test_actor_rejects_initial_std_below_its_floor():
+    with pytest.raises(ValueError, match=r"init_log_std=-2\.0 is below min_log_std=-1\.427"):
+        make_pwm_actor(8, 2, init_log_std=-2.0)
+    net = _net(make_pwm_actor(8, 2, init_log_std=-0.5, min_log_std=-0.5))
+    net(torch.zeros(1, 8))
+    torch.testing.assert_close(net.log_std.data, torch.full((2,), -0.5))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_actor_sampling_formula(device):
     actor = make_pwm_actor(8, 2, device=device)
@@ -52,8 +60,10 @@ def test_actor_rescales_to_action_bounds():
 
 
 def test_log_std_clamp_is_straight_through():
-    actor = make_pwm_actor(4, 2, init_log_std=-3.0, min_log_std=-1.427)
+    actor = make_pwm_actor(4, 2, min_log_std=-1.427)
     net = _net(actor)
+    with torch.no_grad():
+        net.log_std.fill_(-3.0)  # as an optimiser step past the floor would leave it
     _, scale = net(torch.randn(3, 4))
     # value clamped in place (as the original's .data.clamp_)...
     torch.testing.assert_close(net.log_std.data, torch.full((2,), -1.427))

@@ -33,6 +33,9 @@ class StateIndependentScale(nn.Module):
         init_log_std: initial log-std (-1.0).
         min_log_std: lower bound of the log-std (-1.427, i.e. std ≥ 0.24).
 
+    Raises:
+        ValueError: if ``init_log_std < min_log_std`` (the first call would silently clamp it).
+
     Examples:
         >>> m = StateIndependentScale(nn.Linear(3, 2), 2)
         >>> loc, scale = m(torch.zeros(4, 3))
@@ -51,6 +54,11 @@ class StateIndependentScale(nn.Module):
         init_log_std: float = -1.0,
         min_log_std: float = -1.427,
     ) -> None:
+        if init_log_std < min_log_std:
+            raise ValueError(
+                f"init_log_std={init_log_std} is below min_log_std={min_log_std}: the first "
+                "call would clamp it; raise init_log_std or lower min_log_std."
+            )
         super().__init__()
         self.net = net
         self.min_log_std = min_log_std
