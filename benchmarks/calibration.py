@@ -52,6 +52,7 @@ COLUMNS = [
     "value_ratio",
     "policy_imagined_return",
     "policy_imagined_end_value",
+    "policy_imagined_return_mean_action",
 ]
 
 
@@ -77,15 +78,16 @@ def calibrate(run_dir: Path, episodes: int, seed_offset: int = 20_000) -> dict:
     if len(lengths) != 1:
         raise RuntimeError(f"{run_dir}: episodes of different lengths {sorted(lengths)}.")
     rollout = torch.stack(rollouts)
+    kwargs = dict(
+        critic=loss.value_network,
+        policy=loss.actor_network,
+        horizon=cfg.actor.imagination_horizon,
+        gamma=cfg.optim.gamma,
+    )
     with set_exploration_type(ExplorationType.RANDOM):  # the actor samples, as in training
-        report = world_model_calibration(
-            loss.world_model,
-            rollout,
-            critic=loss.value_network,
-            policy=loss.actor_network,
-            horizon=cfg.actor.imagination_horizon,
-            gamma=cfg.optim.gamma,
-        )
+        report = world_model_calibration(loss.world_model, rollout, **kwargs)
+    with set_exploration_type(ExplorationType.DETERMINISTIC):  # the policy that was played
+        mean_action = world_model_calibration(loss.world_model, rollout, **kwargs)
     repeat = env.action_repeat
     return {
         "run": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),
@@ -95,6 +97,7 @@ def calibrate(run_dir: Path, episodes: int, seed_offset: int = 20_000) -> dict:
         "env_steps": state["trainer"]["state"]["collected_frames"] * repeat,
         "episode_return": float(rollout["next", "reward"].sum((1, 2)).mean()),
         **{k: v for k, v in report.summary().items() if k in COLUMNS},
+        "policy_imagined_return_mean_action": mean_action.policy_imagined_return,
     }
 
 
@@ -129,20 +132,24 @@ def write(rows: list[dict], results: Path, episodes: int) -> None:
         "- *imag. / real H-return*: discounted H-step return predicted / earned from the same "
         "starts; *V / G*: critic value of the real start states against their real discounted "
         "return-to-go (starts that leave at least log 0.05 / log γ steps);",
-        "- *policy H-return*: discounted H-step return when the actor (sampling, as in "
-        "training) acts in imagination from the same starts; *V(z_H)*: critic value of its last "
+        "- *policy H-return*: discounted H-step return when the actor acts in imagination from "
+        "the same starts, with its mean action (*mean a*: the policy that played the real "
+        "episodes, so the same policy in the model and in the env) or sampling as in training "
+        "(*sampled*); *V(z_H)*: critic value of its last "
         "imagined latents, the bootstrap of the actor's objective (compare with *V*).",
         "",
         "| task | variant | seed | env steps | return | real r | MAE k=1 | MAE k=H | bias | "
-        "imag. H-return | real H-return | policy H-return | V | G | V / G | V(z_H) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "imag. H-return | real H-return | policy H-return, mean a | policy H-return, sampled | "
+        "V | G | V / G | V(z_H) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['task']} | {r['variant']} | {r['seed']} | {r['env_steps']} | {r['episode_return']:.0f} | "
             f"{r['real_reward']:.3f} | {r['reward_mae_first']:.3f} | {r['reward_mae_last']:.3f}"
             f" | {r['reward_bias_mean']:+.3f} | {r['imagined_return']:.2f} | "
-            f"{r['real_return']:.2f} | {r['policy_imagined_return']:.2f} | {r['value']:.1f} | "
+            f"{r['real_return']:.2f} | {r['policy_imagined_return_mean_action']:.2f} | "
+            f"{r['policy_imagined_return']:.2f} | {r['value']:.1f} | "
             f"{r['return_to_go']:.1f} | {r['value_ratio']:.2f} | "
             f"{r['policy_imagined_end_value']:.1f} |"
         )
