@@ -58,6 +58,7 @@ COLUMNS = [
 
 def calibrate(run_dir: Path, episodes: int, seed_offset: int = 20_000) -> dict:
     """Calibration summary of the run's checkpoint (its latest state)."""
+    torch.manual_seed(0)  # the sampled imagination: same numbers on every call
     state = load_checkpoint(run_dir / "checkpoint.pt")
     # Over the example's current defaults: runs older than a config group still load.
     defaults = OmegaConf.load(ROOT / "examples" / "pwm" / "config.yaml")
