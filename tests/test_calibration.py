@@ -10,9 +10,15 @@ from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tests.conftest import DEVICES
-from torchrl_pwm.calibration import world_model_calibration
+from torchrl_pwm.calibration import CalibrationMetrics, world_model_calibration
 from torchrl_pwm.envs import make_env
-from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor, symlog
+from torchrl_pwm.modules import (
+    TDMPC2WorldModel,
+    ValueEnsemble,
+    compile_networks,
+    make_pwm_actor,
+    symlog,
+)
 
 
 def _trained_like(wm: TDMPC2WorldModel) -> TDMPC2WorldModel:
@@ -70,6 +76,11 @@ def test_reward_error_matches_a_start_by_start_loop(device, reward_space):
     assert report.real_return == pytest.approx(float(torch.stack(real_returns).mean()))
     assert report.num_starts == 2 * 27
     assert report.value is None and report.value_ratio is None
+    # Every third start only: the same reference restricted to t = 0, 3, ..., 24.
+    strided = world_model_calibration(wm, episodes, horizon=H, gamma=gamma, start_stride=3)
+    keep = torch.tensor([t % 3 == 0 for _ in range(2) for t in range(30 - H + 1)])
+    torch.testing.assert_close(strided.reward_abs_error, errors[keep].abs().mean(0))
+    assert strided.num_starts == int(keep.sum()) == 18
 
 
 def test_policy_imagination_matches_a_loop():
@@ -173,5 +184,37 @@ def test_bad_rollouts_are_refused():
         world_model_calibration(wm, episodes, horizon=31)
     with pytest.raises(ValueError, match="leave no start"):
         world_model_calibration(wm, episodes, critic=ValueEnsemble(wm.latent_dim))
+    with pytest.raises(ValueError, match="start_stride"):
+        world_model_calibration(wm, episodes, start_stride=0)
     with pytest.raises(ValueError, match=r"\[T\] or \[episodes, T\]"):
         world_model_calibration(wm, episodes.unsqueeze(0))
+
+
+def test_calibration_metrics_match_the_report_and_never_compile():
+    wm = _trained_like(TDMPC2WorldModel(5, 2, size="1M"))
+    actor = make_pwm_actor(wm.latent_dim, 2, hidden_sizes=(16,))
+    critic = ValueEnsemble(wm.latent_dim, hidden_sizes=(16,))
+    episodes = _episodes(num=3, length=40)
+    metrics = CalibrationMetrics(wm, critic=critic, policy=actor, horizon=5, gamma=0.9)
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        report = world_model_calibration(
+            wm, episodes, critic=critic, policy=actor, horizon=5, gamma=0.9, start_stride=4
+        )
+    compile_networks(wm, backend="eager")  # what logger.calibration meets in a compiled run
+    frames = torch._dynamo.utils.counters["frames"]["total"]
+    with set_exploration_type(ExplorationType.RANDOM):  # the metrics set DETERMINISTIC
+        out = metrics([*episodes.unbind(0), episodes[0, :7]])  # a short one is left out
+    assert torch._dynamo.utils.counters["frames"]["total"] == frames  # nothing traced
+    assert out == pytest.approx(
+        {
+            "eval/model_real_return": report.real_return,
+            "eval/model_open_loop_return": report.imagined_return,
+            "eval/model_reward_mae": float(report.reward_abs_error.mean()),
+            "eval/model_policy_return": report.policy_imagined_return,
+            "eval/value_ratio": report.value_ratio,
+        },
+        rel=1e-5,
+    )
+    # too short for the horizon: nothing; too short for the value's tail: no value_ratio
+    assert metrics([episodes[0, :4]]) == {}
+    assert "eval/value_ratio" not in metrics([episodes[0, :25]])

@@ -28,16 +28,18 @@ measures this on real trajectories of the policy, in the units the actor optimis
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_pwm.modules.functional import symlog
 from torchrl_pwm.modules.world_model import TDMPC2WorldModel
 
-__all__ = ["CalibrationReport", "world_model_calibration"]
+__all__ = ["CalibrationMetrics", "CalibrationReport", "world_model_calibration"]
 
 
 @dataclass
@@ -124,6 +126,7 @@ def world_model_calibration(
     horizon: int = 16,
     gamma: float = 0.99,
     min_tail: int | None = None,
+    start_stride: int = 1,
     reward_key=("next", "reward"),
     done_key=("next", "done"),
     value_key="state_value",
@@ -149,6 +152,7 @@ def world_model_calibration(
         gamma: discount of the returns (0.99).
         min_tail: steps a start must leave before the end of its episode for the value
             calibration; default ``ceil(log 0.05 / log gamma)`` (299 for 0.99).
+        start_stride: imagine from every ``start_stride``-th start only (cheaper).
         reward_key, done_key, value_key, latent_key, action_key: entry names.
 
     Returns:
@@ -174,6 +178,8 @@ def world_model_calibration(
         raise ValueError(f"horizon must be >= 1, got {horizon}.")
     if not 0.0 < gamma < 1.0:
         raise ValueError(f"gamma must be in (0, 1), got {gamma}.")
+    if start_stride < 1:
+        raise ValueError(f"start_stride must be >= 1, got {start_stride}.")
     episodes = _episodes(rollout, reward_key, done_key)
     num_episodes, length = episodes.batch_size
     if length < horizon:
@@ -185,12 +191,13 @@ def world_model_calibration(
     if world_model.reward_space == "symlog":
         reward = symlog(reward)
 
-    # Every start t in [0, T - H]: open-loop imagination with the actions really taken.
-    starts = length - horizon + 1
-    window = torch.arange(starts, device=device)[:, None] + torch.arange(horizon, device=device)
+    # Starts t = 0, s, 2s, ... <= T - H: open-loop imagination with the actions really taken.
+    first = torch.arange(0, length - horizon + 1, start_stride, device=device)
+    starts = first.numel()
+    window = first[:, None] + torch.arange(horizon, device=device)
     acts = action[:, window]  # [E, S, H, A]
     real = reward[:, window]  # [E, S, H]
-    start_latents = world_model.encode(obs[:, :starts].reshape(num_episodes * starts, -1))
+    start_latents = world_model.encode(obs[:, first].reshape(num_episodes * starts, -1))
     latent = start_latents
     acts = acts.reshape(num_episodes * starts, horizon, -1)
     imagined = []
@@ -245,3 +252,99 @@ def world_model_calibration(
     report.return_to_go = float(return_to_go[:, :value_starts].mean())
     report.num_value_starts = num_episodes * value_starts
     return report
+
+
+class CalibrationMetrics:
+    """Model-exploitation scalars from evaluation episodes, logged while training.
+
+    Meant for :class:`~torchrl_pwm.trainers.PolicyEvaluator`'s ``episode_metrics`` (the
+    ``examples/pwm`` script's ``logger.calibration``): after each evaluation it runs
+    :func:`world_model_calibration` on the deterministic evaluation episodes, with the policy
+    acting deterministically in imagination too (the same policy in the model and in the env),
+    and returns
+
+    - ``{prefix}model_real_return``: real discounted H-step return from the episodes' states;
+    - ``{prefix}model_open_loop_return``: the model's, fed the actions really taken;
+    - ``{prefix}model_policy_return``: the model's, the policy acting in imagination;
+    - ``{prefix}model_reward_mae``: mean absolute reward error over the H open-loop steps;
+    - ``{prefix}value_ratio``: critic value / real return-to-go (with a ``critic``, on episodes
+      long enough for the default ``min_tail``).
+
+    A ``model_policy_return`` well above ``model_real_return`` is the actor exploiting the
+    world model. The networks run eagerly here even when compiled (``torch.compile``'d
+    networks would recompile for the evaluation's batch size). Episodes of the most common
+    length are used (all of them on DMC); none is returned when they are shorter than
+    ``horizon``.
+
+    Args:
+        world_model: the world model.
+
+    Keyword Args:
+        critic: the state-value module (``None``: no ``value_ratio``).
+        policy: the actor reading the latent (``None``: no ``model_policy_return``).
+        horizon: imagination steps (16).
+        gamma: discount (0.99).
+        start_stride: imagine from every ``start_stride``-th step of the episodes (4).
+        prefix: prepended to every name (``"eval/"``).
+
+    Examples:
+        >>> from torchrl_pwm.envs import make_env
+        >>> from torchrl_pwm.modules import TDMPC2WorldModel
+        >>> env = make_env("cartpole-swingup", max_episode_steps=20)
+        >>> wm = TDMPC2WorldModel(5, 1, size="1M")
+        >>> metrics = CalibrationMetrics(wm, horizon=4)
+        >>> sorted(metrics([env.rollout(100), env.rollout(100)]))
+        ['eval/model_open_loop_return', 'eval/model_real_return', 'eval/model_reward_mae']
+    """
+
+    def __init__(
+        self,
+        world_model: TDMPC2WorldModel,
+        *,
+        critic: TensorDictModuleBase | None = None,
+        policy: TensorDictModuleBase | None = None,
+        horizon: int = 16,
+        gamma: float = 0.99,
+        start_stride: int = 4,
+        prefix: str = "eval/",
+    ) -> None:
+        self.world_model = world_model
+        self.critic = critic
+        self.policy = policy
+        self.horizon = horizon
+        self.gamma = gamma
+        self.start_stride = start_stride
+        self.prefix = prefix
+        self.min_tail = math.ceil(math.log(0.05) / math.log(gamma))
+
+    def __call__(self, episodes: list[TensorDictBase]) -> dict[str, float]:
+        if not episodes:
+            return {}
+        length, _ = Counter(ep.batch_size[-1] for ep in episodes).most_common(1)[0]
+        if length < self.horizon:
+            return {}
+        rollout = torch.stack([ep for ep in episodes if ep.batch_size[-1] == length])
+        critic = self.critic if length > self.min_tail else None
+        with (
+            torch.compiler.set_stance("force_eager"),
+            set_exploration_type(ExplorationType.DETERMINISTIC),
+        ):
+            report = world_model_calibration(
+                self.world_model,
+                rollout,
+                critic=critic,
+                policy=self.policy,
+                horizon=self.horizon,
+                gamma=self.gamma,
+                start_stride=self.start_stride,
+            )
+        out = {
+            "model_real_return": report.real_return,
+            "model_open_loop_return": report.imagined_return,
+            "model_reward_mae": float(report.reward_abs_error.mean()),
+        }
+        if report.policy_imagined_return is not None:
+            out["model_policy_return"] = report.policy_imagined_return
+        if report.value_ratio is not None:
+            out["value_ratio"] = report.value_ratio
+        return {self.prefix + k: v for k, v in out.items()}

@@ -20,6 +20,7 @@ from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 from torchrl.trainers import LogScalar, ReplayBufferTrainer, Trainer, UpdateWeights
 
+from torchrl_pwm.calibration import CalibrationMetrics
 from torchrl_pwm.data import make_sequence_replay_buffer
 from torchrl_pwm.envs import make_env
 from torchrl_pwm.trainers import (
@@ -114,6 +115,15 @@ def main(cfg: DictConfig) -> dict:
         frame_to_env_steps=repeat,
         metadata={"task": cfg.env.task},
         video_env=video_env,
+        episode_metrics=CalibrationMetrics(
+            world_model,
+            critic=loss.value_network,
+            policy=actor,
+            horizon=cfg.actor.imagination_horizon,
+            gamma=cfg.optim.gamma,
+        )
+        if log_cfg.get("calibration", True)
+        else None,
     )
 
     # -- train -------------------------------------------------------------------------------

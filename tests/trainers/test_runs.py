@@ -111,3 +111,24 @@ def test_evaluator_resume_drops_csv_rows_after_the_checkpoint(tmp_path):
     assert lines[0] == "env_steps,return_mean,return_std,wall_time_s"
     assert [r.split(",")[0] for r in lines[1:]] == ["0", "10", "20"]  # no duplicate row
     assert [float(r.split(",")[1]) for r in lines[1:3]] == [h[1] for h in saved["history"]]
+
+
+def test_evaluator_logs_episode_metrics_of_the_evaluation_episodes():
+    from torchrl_pwm.envs import make_env
+    from torchrl_pwm.trainers import PolicyEvaluator
+
+    seen = []
+
+    def metrics(episodes):
+        seen.append(episodes)
+        return {"eval/steps": float(sum(len(ep) for ep in episodes))}
+
+    env = make_env("cartpole-swingup", max_episode_steps=4)
+    ev = PolicyEvaluator(env, None, interval=5, num_episodes=3, episode_metrics=metrics)
+    out = ev.evaluate(frames=0)
+    assert out["eval/steps"] == 12.0 and "eval/return_mean" in out
+    (episodes,) = seen
+    assert [ep.batch_size for ep in episodes] == [torch.Size([4])] * 3
+    # the episodes are the ones whose returns were logged
+    returns = torch.stack([ep["next", "reward"].sum() for ep in episodes])
+    assert out["eval/return_mean"] == pytest.approx(returns.mean().item(), rel=1e-5)

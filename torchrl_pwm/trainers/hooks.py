@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,16 @@ __all__ = ["CheckpointHook", "EnvStepLogger", "PolicyEvaluator", "evaluate_polic
 
 @torch.no_grad()
 def evaluate_policy(
-    env: EnvBase, policy, num_episodes: int, max_steps: int = 100_000
-) -> torch.Tensor:
+    env: EnvBase,
+    policy,
+    num_episodes: int,
+    max_steps: int = 100_000,
+    *,
+    return_episodes: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, list[TensorDictBase]]:
     """Returns of ``num_episodes`` episodes of ``policy`` in ``env``, acting deterministically
     (``tanh(μ)`` for PWM's actor). The env must carry ``RewardSum`` (``episode_reward``).
+    With ``return_episodes=True``, also the episodes (one ``[T]`` TensorDict each).
 
     Examples:
         >>> from torchrl_pwm.envs import make_env
@@ -37,12 +44,15 @@ def evaluate_policy(
         >>> evaluate_policy(env, None, num_episodes=2).shape
         torch.Size([2])
     """
-    returns = []
+    returns, episodes = [], []
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         for _ in range(num_episodes):
             td = env.rollout(max_steps, policy, break_when_any_done=True, auto_cast_to_device=True)
             returns.append(td["next", "episode_reward"][-1].sum())
-    return torch.stack(returns)
+            if return_episodes:
+                episodes.append(td)
+    returns = torch.stack(returns)
+    return (returns, episodes) if return_episodes else returns
 
 
 class EnvStepLogger:
@@ -75,7 +85,7 @@ class PolicyEvaluator(TrainerHookBase):
     the end of training.
 
     Logs ``eval/return_mean`` and ``eval/return_std`` over ``num_episodes`` deterministic
-    episodes, shows the latest mean in the progress bar, and appends a row
+    episodes (and whatever ``episode_metrics`` computes from them), shows the latest mean in the progress bar, and appends a row
     ``(env_steps, return_mean, return_std, wall_time_s)`` to ``csv_path`` if given. The
     history is part of the hook's ``state_dict``, so a resumed run keeps its curve (and the
     CSV is rewritten from it, without the rows of evaluations after the last checkpoint).
@@ -94,6 +104,9 @@ class PolicyEvaluator(TrainerHookBase):
             ``video_dir/eval_<env_steps>.gif`` at the final evaluation.
         video_dir: the folder for the GIFs (default ``videos``).
         video_every_eval: also record at every evaluation, not only the final one.
+        episode_metrics: called with the list of evaluation episodes after each evaluation;
+            the ``{name: float}`` it returns is logged too (e.g.
+            :class:`~torchrl_pwm.calibration.CalibrationMetrics`).
 
     Examples:
         >>> from torchrl_pwm.envs import make_env
@@ -116,8 +129,10 @@ class PolicyEvaluator(TrainerHookBase):
         video_env: EnvBase | None = None,
         video_dir: str | Path = "videos",
         video_every_eval: bool = False,
+        episode_metrics: Callable[[list[TensorDictBase]], dict[str, float]] | None = None,
     ) -> None:
         self.env = env
+        self.episode_metrics = episode_metrics
         self.video_env = video_env
         self.video_dir = Path(video_dir)
         self.video_every_eval = video_every_eval
@@ -149,7 +164,11 @@ class PolicyEvaluator(TrainerHookBase):
         """Run the episodes now and record them at ``frames`` agent steps (and a GIF of one
         more episode if ``video`` and a ``video_env`` was given)."""
         t0 = time.time()
-        returns = evaluate_policy(self.env, self.policy, self.num_episodes).float()
+        returns, episodes = evaluate_policy(
+            self.env, self.policy, self.num_episodes, return_episodes=True
+        )
+        returns = returns.float()
+        extra = self.episode_metrics(episodes) if self.episode_metrics is not None else {}
         if video and self.video_env is not None:
             frames_px, _ = record_episode(self.video_env, self.policy)
             path = self.video_dir / f"eval_{frames * self.frame_to_env_steps}.gif"
@@ -166,7 +185,7 @@ class PolicyEvaluator(TrainerHookBase):
         self.history.append(row)
         self.last_frames = frames
         self._write_csv([row], "a")
-        return {"eval/return_mean": mean, "eval/return_std": std, "log_pbar": True}
+        return {"eval/return_mean": mean, "eval/return_std": std, **extra, "log_pbar": True}
 
     def __call__(self, batch: TensorDictBase | None = None) -> dict[str, Any] | None:
         trainer = self._trainer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,7 @@ def register_run_hooks(
     check_metadata: tuple[str, ...] = ("task",),
     video_env: EnvBase | None = None,
     video_every_eval: bool = False,
+    episode_metrics: Callable[[list[TensorDictBase]], dict[str, float]] | None = None,
 ) -> RunHooks:
     """Attach the project's evaluation protocol and checkpoints to ``trainer``; resume.
 
@@ -163,6 +164,8 @@ def register_run_hooks(
         video_env: a pixel-rendering env: a GIF of one episode goes to ``run_dir/videos/`` at
             the final evaluation (see :class:`~torchrl_pwm.trainers.PolicyEvaluator`).
         video_every_eval: record a GIF at every evaluation.
+        episode_metrics: more scalars computed from each evaluation's episodes (see
+            :class:`~torchrl_pwm.trainers.PolicyEvaluator`).
 
     Raises:
         ValueError: non-positive ``eval_every``, ``eval_episodes`` or ``frame_to_env_steps``;
@@ -187,6 +190,7 @@ def register_run_hooks(
         video_env=video_env,
         video_dir=run_dir / "videos",
         video_every_eval=video_every_eval,
+        episode_metrics=episode_metrics,
     )
     evaluator.register(trainer)
     checkpoint = None
@@ -249,6 +253,7 @@ def attach_run(
     metadata: Mapping[str, Any],
     check_metadata: tuple[str, ...] = ("task",),
     video_env: EnvBase | None = None,
+    episode_metrics: Callable[[list[TensorDictBase]], dict[str, float]] | None = None,
 ) -> RunHooks:
     """:func:`register_run_hooks` with an example's settings, for a command line.
 
@@ -269,7 +274,7 @@ def attach_run(
         frame_to_env_steps: the action repeat.
         metadata: plain values stored in the checkpoint; ``check_metadata`` names those that
             must match to resume.
-        video_env: see :func:`register_run_hooks`.
+        video_env, episode_metrics: see :func:`register_run_hooks`.
     """
     metadata = {
         **metadata,
@@ -291,6 +296,7 @@ def attach_run(
             check_metadata=check_metadata,
             video_env=video_env,
             video_every_eval=bool(cfg.logger.get("video_every_eval", False)),
+            episode_metrics=episode_metrics,
         )
     except CheckpointError as err:
         raise SystemExit(f"Cannot resume: {err}") from err
