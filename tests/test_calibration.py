@@ -184,6 +184,11 @@ def test_bad_rollouts_are_refused():
         world_model_calibration(wm, episodes, horizon=31)
     with pytest.raises(ValueError, match="leave no start"):
         world_model_calibration(wm, episodes, critic=ValueEnsemble(wm.latent_dim))
+    with pytest.raises(NotImplementedError, match="single-task"):
+        world_model_calibration(TDMPC2WorldModel(5, 2, size="1M", num_tasks=2), episodes)
+    renamed = episodes.rename_key_("observation", "obs")
+    assert world_model_calibration(wm, renamed, observation_key="obs", horizon=3).num_starts == 56
+    episodes = renamed.rename_key_("obs", "observation")
     with pytest.raises(ValueError, match="start_stride"):
         world_model_calibration(wm, episodes, start_stride=0)
     with pytest.raises(ValueError, match=r"\[T\] or \[episodes, T\]"):

@@ -93,14 +93,14 @@ class CalibrationReport:
         }
 
 
-def _episodes(rollout: TensorDictBase, reward_key, done_key) -> TensorDictBase:
+def _episodes(rollout: TensorDictBase, keys: tuple, done_key) -> TensorDictBase:
     if rollout.batch_dims == 1:
         rollout = rollout.unsqueeze(0)
     if rollout.batch_dims != 2:
         raise ValueError(
             f"rollout must be [T] or [episodes, T] (time last), got batch size {rollout.batch_size}."
         )
-    for key in ("observation", "action", reward_key):
+    for key in keys:
         if key not in rollout.keys(include_nested=True):
             raise KeyError(f"rollout has no {key!r} entry; keys: {list(rollout.keys(True, True))}")
     if done_key in rollout.keys(include_nested=True):
@@ -110,7 +110,7 @@ def _episodes(rollout: TensorDictBase, reward_key, done_key) -> TensorDictBase:
                 "rollout rows must each be one episode from its first step: an episode ends "
                 "before the last time step. Split episodes into rows of equal length first."
             )
-    for key in ("observation", "action", reward_key):
+    for key in keys:
         if not torch.isfinite(rollout.get(key)).all():
             raise ValueError(f"rollout[{key!r}] has non-finite entries.")
     return rollout
@@ -127,19 +127,20 @@ def world_model_calibration(
     gamma: float = 0.99,
     min_tail: int | None = None,
     start_stride: int = 1,
+    observation_key="observation",
+    action_key="action",
     reward_key=("next", "reward"),
     done_key=("next", "done"),
     value_key="state_value",
     latent_key="latent",
-    action_key="action",
 ) -> CalibrationReport:
     """Reward and value calibration of a world model (and critic) on real episodes.
 
     Args:
         world_model: the (single-task) world model.
         rollout: real episodes, ``[T]`` or ``[episodes, T]`` with time last, each row one episode
-            from its start (as ``env.rollout`` returns), with ``observation``, ``action`` and
-            ``reward_key`` entries.
+            from its start (as ``env.rollout`` returns), with ``observation_key``,
+            ``action_key`` and ``reward_key`` entries.
 
     Keyword Args:
         critic: state-value module reading ``latent_key`` and writing ``value_key`` (e.g.
@@ -153,7 +154,8 @@ def world_model_calibration(
         min_tail: steps a start must leave before the end of its episode for the value
             calibration; default ``ceil(log 0.05 / log gamma)`` (299 for 0.99).
         start_stride: imagine from every ``start_stride``-th start only (cheaper).
-        reward_key, done_key, value_key, latent_key, action_key: entry names.
+        observation_key, action_key, reward_key, done_key, value_key, latent_key: entry names
+            (the policy writes ``action_key`` too).
 
     Returns:
         a :class:`CalibrationReport`.
@@ -180,13 +182,17 @@ def world_model_calibration(
         raise ValueError(f"gamma must be in (0, 1), got {gamma}.")
     if start_stride < 1:
         raise ValueError(f"start_stride must be >= 1, got {start_stride}.")
-    episodes = _episodes(rollout, reward_key, done_key)
+    if getattr(world_model, "task_conditioning", None) is not None:
+        raise NotImplementedError(
+            "world_model_calibration supports single-task world models; this one is multi-task."
+        )
+    episodes = _episodes(rollout, (observation_key, action_key, reward_key), done_key)
     num_episodes, length = episodes.batch_size
     if length < horizon:
         raise ValueError(f"episodes of {length} steps are shorter than horizon={horizon}.")
     device = next(world_model.parameters()).device
-    obs = episodes.get("observation").to(device)
-    action = episodes.get("action").to(device)
+    obs = episodes.get(observation_key).to(device)
+    action = episodes.get(action_key).to(device)
     reward = episodes.get(reward_key).to(device).reshape(num_episodes, length)
     if world_model.reward_space == "symlog":
         reward = symlog(reward)
