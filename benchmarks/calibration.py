@@ -27,6 +27,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl_pwm.calibration import world_model_calibration
 from torchrl_pwm.checkpoint import load_checkpoint, load_state_dict_checked
 from torchrl_pwm.envs import make_env
+from torchrl_pwm.trainers import evaluate_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "pwm"))
@@ -71,24 +72,20 @@ def calibrate(run_dir: Path, episodes: int, seed_offset: int = 20_000) -> dict:
     loss, _ = make_pwm_loss(cfg, obs_dim, env.action_spec, torch.device("cpu"))
     load_state_dict_checked(loss, state["trainer"]["loss_module"], "loss module")
     policy = TensorDictSequential(loss.world_model.encoder, loss.actor_network)
-    rollouts = []
-    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-        for _ in range(episodes):
-            rollouts.append(env.rollout(10_000, policy, break_when_any_done=True))
+    _, rollouts = evaluate_policy(env, policy, episodes, return_episodes=True)
     lengths = {len(r) for r in rollouts}
     if len(lengths) != 1:
         raise RuntimeError(f"{run_dir}: episodes of different lengths {sorted(lengths)}.")
     rollout = torch.stack(rollouts)
     kwargs = dict(
-        critic=loss.value_network,
-        policy=loss.actor_network,
-        horizon=cfg.actor.imagination_horizon,
-        gamma=cfg.optim.gamma,
+        policy=loss.actor_network, horizon=cfg.actor.imagination_horizon, gamma=cfg.optim.gamma
     )
     with set_exploration_type(ExplorationType.RANDOM):  # the actor samples, as in training
-        report = world_model_calibration(loss.world_model, rollout, **kwargs)
-    with set_exploration_type(ExplorationType.DETERMINISTIC):  # the policy that was played
-        mean_action = world_model_calibration(loss.world_model, rollout, **kwargs)
+        report = world_model_calibration(
+            loss.world_model, rollout, critic=loss.value_network, **kwargs
+        )
+    with set_exploration_type(ExplorationType.DETERMINISTIC):  # the policy that was played;
+        mean_action = world_model_calibration(loss.world_model, rollout, **kwargs)  # no critic
     repeat = env.action_repeat
     return {
         "run": str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir),

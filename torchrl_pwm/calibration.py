@@ -93,6 +93,12 @@ class CalibrationReport:
         }
 
 
+def _default_min_tail(gamma: float) -> int:
+    """Fewest steps ``L`` with ``gamma**L <= 0.05``: truncating the return after them changes it
+    by at most 5% of the largest discounted return."""
+    return math.ceil(math.log(0.05) / math.log(gamma))
+
+
 def _episodes(rollout: TensorDictBase, keys: tuple, done_key) -> TensorDictBase:
     if rollout.batch_dims == 1:
         rollout = rollout.unsqueeze(0)
@@ -239,7 +245,7 @@ def world_model_calibration(
         return report
 
     if min_tail is None:
-        min_tail = math.ceil(math.log(0.05) / math.log(gamma))
+        min_tail = _default_min_tail(gamma)
     value_starts = length - min_tail + 1
     if value_starts < 1:
         raise ValueError(
@@ -321,7 +327,7 @@ class CalibrationMetrics:
         self.gamma = gamma
         self.start_stride = start_stride
         self.prefix = prefix
-        self.min_tail = math.ceil(math.log(0.05) / math.log(gamma))
+        self.min_tail = _default_min_tail(gamma)
 
     def __call__(self, episodes: list[TensorDictBase]) -> dict[str, float]:
         if not episodes:

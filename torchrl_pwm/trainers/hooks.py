@@ -85,8 +85,9 @@ class PolicyEvaluator(TrainerHookBase):
     the end of training.
 
     Logs ``eval/return_mean`` and ``eval/return_std`` over ``num_episodes`` deterministic
-    episodes (and whatever ``episode_metrics`` computes from them), shows the latest mean in the progress bar, and appends a row
-    ``(env_steps, return_mean, return_std, wall_time_s)`` to ``csv_path`` if given. The
+    episodes (and whatever ``episode_metrics`` computes from them), shows the latest mean in
+    the progress bar, and appends a row ``(env_steps, return_mean, return_std, wall_time_s)``
+    to ``csv_path`` if given. The
     history is part of the hook's ``state_dict``, so a resumed run keeps its curve (and the
     CSV is rewritten from it, without the rows of evaluations after the last checkpoint).
 
@@ -164,11 +165,15 @@ class PolicyEvaluator(TrainerHookBase):
         """Run the episodes now and record them at ``frames`` agent steps (and a GIF of one
         more episode if ``video`` and a ``video_env`` was given)."""
         t0 = time.time()
-        returns, episodes = evaluate_policy(
-            self.env, self.policy, self.num_episodes, return_episodes=True
-        )
+        extra = {}
+        if self.episode_metrics is None:
+            returns = evaluate_policy(self.env, self.policy, self.num_episodes)
+        else:  # keep the episodes only for the metrics
+            returns, episodes = evaluate_policy(
+                self.env, self.policy, self.num_episodes, return_episodes=True
+            )
+            extra = self.episode_metrics(episodes)
         returns = returns.float()
-        extra = self.episode_metrics(episodes) if self.episode_metrics is not None else {}
         if video and self.video_env is not None:
             frames_px, _ = record_episode(self.video_env, self.policy)
             path = self.video_dir / f"eval_{frames * self.frame_to_env_steps}.gif"
