@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from torchrl_pwm.envs import available_tasks, make_env
+from torchrl_pwm.envs import UnknownTaskError, available_tasks, make_env
 
 
 def test_dmc_task_transforms_and_action_repeat():
@@ -58,8 +58,11 @@ def test_max_episode_steps():
 def test_unknown_task_lists_close_matches():
     with pytest.raises(ValueError, match=r"Unknown task 'cheeta-run'.*'cheetah-run'"):
         make_env("cheeta-run")
-    with pytest.raises(ValueError, match="available_tasks"):
+    with pytest.raises(UnknownTaskError, match="available_tasks") as err:
         make_env("no-such-thing-at-all")
+    # no close match: the valid names are listed inline
+    assert "cheetah-run" in str(err.value) and "walker-walk" in str(err.value)
+    assert "HalfCheetah" in str(err.value)
 
 
 def test_metaworld_task_says_why_it_is_unavailable():

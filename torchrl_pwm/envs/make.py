@@ -16,7 +16,20 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
-__all__ = ["available_tasks", "make_env"]
+__all__ = ["UnknownTaskError", "available_tasks", "make_env"]
+
+
+class UnknownTaskError(ValueError):
+    """:func:`make_env` was given a name that is not in :func:`available_tasks`; the message
+    lists the closest names, or the valid ones.
+
+    Examples:
+        >>> try:
+        ...     make_env("cheeta-run")
+        ... except UnknownTaskError as err:
+        ...     print(str(err).splitlines()[0])
+        Unknown task 'cheeta-run'. Did you mean 'cheetah-run'?
+    """
 
 # TD-MPC2's names for DMC domains whose dm_control names differ.
 _DMC_DOMAIN_ALIASES = {"cup": "ball_in_cup", "pointmass": "point_mass"}
@@ -62,6 +75,19 @@ def available_tasks() -> list[str]:
     return sorted(_dmc_tasks()) + _gym_tasks()
 
 
+def _unknown_task_message(task: str) -> str:
+    tasks = available_tasks()
+    close = difflib.get_close_matches(task, tasks, n=5, cutoff=0.5)
+    if close:
+        return f"Unknown task {task!r}. Did you mean {', '.join(repr(c) for c in close)}?"
+    dmc = [t for t in tasks if t in _dmc_tasks()]
+    return (
+        f"Unknown task {task!r}. Valid tasks: the DMC tasks {', '.join(dmc)}; and the "
+        f"Gymnasium MuJoCo ids {', '.join(_GYM_PREFIXES)} with a version suffix "
+        "(e.g. 'HalfCheetah-v5'); see torchrl_pwm.envs.available_tasks()."
+    )
+
+
 def make_env(
     task: str,
     *,
@@ -83,7 +109,8 @@ def make_env(
     counts **env steps, after the repeat**: ``frames * env.action_repeat``.
 
     Args:
-        task: a name from :func:`available_tasks`. Meta-World names (``"mw-reach"``) raise
+        task: a name from :func:`available_tasks` (any other raises
+            :class:`UnknownTaskError`). Meta-World names (``"mw-reach"``) raise
             :class:`NotImplementedError` with the reason: its package cannot share an
             environment with the pinned dm-control / MuJoCo.
 
@@ -159,11 +186,7 @@ def make_env(
     elif task.startswith("mw-"):
         raise NotImplementedError(_METAWORLD_UNAVAILABLE.format(task=task))
     else:
-        close = difflib.get_close_matches(task, available_tasks(), n=5, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"Unknown task {task!r}.{hint} See torchrl_pwm.envs.available_tasks() for the list."
-        )
+        raise UnknownTaskError(_unknown_task_message(task))
     env.append_transform(StepCounter(max_steps=max_episode_steps))
     env.append_transform(InitTracker())
     env.append_transform(RewardSum())
