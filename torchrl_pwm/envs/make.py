@@ -27,7 +27,7 @@ class UnknownTaskError(ValueError):
         >>> try:
         ...     make_env("cheeta-run")
         ... except UnknownTaskError as err:
-        ...     print(str(err)[:52])
+        ...     print(str(err)[:53])
         Unknown task 'cheeta-run'. Did you mean 'cheetah-run'
     """
 
