@@ -24,9 +24,9 @@ from omegaconf import OmegaConf
 from tensordict.nn import TensorDictSequential
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_pwm.calibration import world_model_calibration
 from torchrl_pwm.checkpoint import load_checkpoint, load_state_dict_checked
 from torchrl_pwm.envs import make_env
+from torchrl_pwm.evaluation import world_model_calibration
 from torchrl_pwm.trainers import evaluate_policy
 
 ROOT = Path(__file__).resolve().parents[1]

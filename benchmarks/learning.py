@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from torchrl_pwm.plotting import (
+from torchrl_pwm.evaluation import (
     PUBLISHED_DMC_RETURNS,
     plot_learning_curves,
     published_references,

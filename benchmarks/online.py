@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from torchrl_pwm.plotting import plot_learning_curves, published_references, read_eval_csv
+from torchrl_pwm.evaluation import plot_learning_curves, published_references, read_eval_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "outputs" / "benchmarks" / "online"

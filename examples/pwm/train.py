@@ -20,9 +20,9 @@ from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 from torchrl.trainers import LogScalar, ReplayBufferTrainer, Trainer, UpdateWeights
 
-from torchrl_pwm.calibration import CalibrationMetrics
 from torchrl_pwm.data import make_sequence_replay_buffer
 from torchrl_pwm.envs import make_env
+from torchrl_pwm.evaluation import CalibrationMetrics
 from torchrl_pwm.trainers import (
     EnvStepLogger,
     attach_run,

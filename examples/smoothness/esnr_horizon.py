@@ -18,7 +18,7 @@ Both use the same policy class (:func:`~torchrl_pwm.modules.make_pwm_actor`, ``[
 freshly initialised, std ``e^-1``). For each ``H ∈ {1, 2, 4, ..., 64}`` the script measures
 the ESNR of the first-order (pathwise) gradient and, for reference, of the zeroth-order
 (score-function, leave-one-out baseline) estimate of the same gradient, with
-:func:`torchrl_pwm.diagnostics.gradient_statistics`, and writes a CSV and a plot.
+:func:`torchrl_pwm.evaluation.diagnostics.gradient_statistics`, and writes a CSV and a plot.
 
 Run:  python examples/smoothness/esnr_horizon.py [--quick] [--out docs/results/smoothness]
 """
@@ -38,8 +38,8 @@ from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_pwm.data import make_sequence_replay_buffer
-from torchrl_pwm.diagnostics import actor_gradient_statistics, gradient_statistics
 from torchrl_pwm.envs import LatentWorldModelEnv, make_env
+from torchrl_pwm.evaluation import actor_gradient_statistics, gradient_statistics
 from torchrl_pwm.modules import TDMPC2WorldModel, make_pwm_actor
 from torchrl_pwm.objectives import FirstOrderActorLoss, TDMPC2ModelLoss
 

@@ -20,7 +20,7 @@ from torchrl_pwm.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from torchrl_pwm.record import record_episode, save_gif
+from torchrl_pwm.evaluation.record import record_episode, save_gif
 
 __all__ = ["CheckpointHook", "EnvStepLogger", "PolicyEvaluator", "evaluate_policy"]
 
@@ -107,7 +107,7 @@ class PolicyEvaluator(TrainerHookBase):
         video_every_eval: also record at every evaluation, not only the final one.
         episode_metrics: called with the list of evaluation episodes after each evaluation;
             the ``{name: float}`` it returns is logged too (e.g.
-            :class:`~torchrl_pwm.calibration.CalibrationMetrics`).
+            :class:`~torchrl_pwm.evaluation.calibration.CalibrationMetrics`).
 
     Examples:
         >>> from torchrl_pwm.envs import make_env

@@ -24,7 +24,7 @@ from torchrl.record.loggers import Logger, get_logger
 from torchrl.trainers import DefaultOptimizationStepper, Trainer
 
 from torchrl_pwm.checkpoint import CheckpointError
-from torchrl_pwm.plotting import plot_learning_curves, published_references
+from torchrl_pwm.evaluation.plotting import plot_learning_curves, published_references
 from torchrl_pwm.trainers.hooks import CheckpointHook, PolicyEvaluator
 
 __all__ = [

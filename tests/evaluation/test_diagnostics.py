@@ -11,7 +11,7 @@ from torchrl.objectives import ValueEstimators
 
 from tests.conftest import DEVICES
 from tests.objectives._systems import LinearSystem
-from torchrl_pwm.diagnostics import (
+from torchrl_pwm.evaluation.diagnostics import (
     actor_gradient_statistics,
     actor_loss_objective,
     gradient_statistics,

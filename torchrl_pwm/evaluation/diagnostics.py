@@ -74,7 +74,7 @@ ESTIMATORS = ("first_order", "zeroth_order")
 
 @dataclass
 class GradientStatistics:
-    """Statistics of a per-sample gradient estimator (see :mod:`torchrl_pwm.diagnostics`).
+    """Statistics of a per-sample gradient estimator (see :mod:`torchrl_pwm.evaluation.diagnostics`).
 
     Attributes:
         estimator: ``"first_order"`` or ``"zeroth_order"``.
@@ -234,7 +234,7 @@ def gradient_statistics(
 ) -> GradientStatistics:
     """Estimate the mean, variance and ESNR of a policy-gradient estimator.
 
-    See :mod:`torchrl_pwm.diagnostics` for the exact definitions.
+    See :mod:`torchrl_pwm.evaluation.diagnostics` for the exact definitions.
 
     Args:
         objective: called as ``objective(sampler())`` (or ``objective()`` without a sampler)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from torchrl_pwm.envs import make_env
-from torchrl_pwm.record import record_episode, save_gif
+from torchrl_pwm.evaluation.record import record_episode, save_gif
 
 
 def test_record_episode_frames_are_the_rollout_frames():

@@ -10,8 +10,8 @@ from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tests.conftest import DEVICES
-from torchrl_pwm.calibration import CalibrationMetrics, world_model_calibration
 from torchrl_pwm.envs import make_env
+from torchrl_pwm.evaluation.calibration import CalibrationMetrics, world_model_calibration
 from torchrl_pwm.modules import (
     TDMPC2WorldModel,
     ValueEnsemble,
