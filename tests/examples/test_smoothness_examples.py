@@ -1,4 +1,4 @@
-"""examples/smoothness: the ball-and-wall table and the ESNR-vs-horizon study, in quick mode."""
+"""examples/smoothness: the ball-and-wall tables (both protocols, seed 0) and the ESNR study, quick."""
 
 from __future__ import annotations
 
@@ -24,43 +24,69 @@ def _load(name: str):
     return module
 
 
-def test_ball_wall_quick_runs(tmp_path):
+def _ball_wall(tmp_path, *args) -> dict[str, dict[str, float]]:
+    """Run ball_wall.py with ``args`` for seed 0; its CSV rows by model."""
     out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "ball_wall.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(EXAMPLES / "ball_wall.py"), *args, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = {line.split("|")[0].strip(): line for line in out.stdout.splitlines() if "|" in line}
-    for name in ("True", "MLP", "SimNorm"):
-        assert name in lines, out.stdout
-        cells = lines[name].split("|")
-        err, gap = (float(c.split("±")[0]) for c in cells[1:3])
-        assert math.isfinite(err) and gap >= 0
-    assert float(lines["True"].split("|")[1].split("±")[0]) == 0.0
-    assert (tmp_path / "ball_wall_quick.png").stat().st_size > 0
+    protocol = args[args.index("--protocol") + 1]
+    rows = csv.DictReader((tmp_path / f"ball_wall_{protocol}.csv").open())
+    return {r["model"]: {k: float(v) for k, v in r.items() if k != "model"} for r in rows}
+
+
+def test_ball_wall_slides_protocol_reproduces_the_slides_table(tmp_path):
+    rows = _ball_wall(tmp_path, "--protocol", "slides", "--no-plot")
+    # the slides' (model error, optimality gap), to three decimals
+    slides = {"True": (0.0, 16.850), "ReLU": (0.707, 16.046), "SimNorm": (1.131, 3.473)}
+    assert set(rows) == set(slides)
+    for name, (err, gap) in slides.items():
+        assert rows[name]["seed"] == 0
+        assert round(rows[name]["model_error"], 3) == err, (name, rows[name])
+        assert round(rows[name]["gap"], 3) == gap, (name, rows[name])
+
+
+def test_ball_wall_consistent_protocol(tmp_path):
+    rows = _ball_wall(tmp_path, "--protocol", "consistent")
+    # same training as the slides' protocol: the same fitted models, hence the same errors
+    assert round(rows["ReLU"]["model_error"], 3) == 0.707
+    assert round(rows["SimNorm"]["model_error"], 3) == 1.131
+    # descent on the true J ends on the wall's plateau (J = -5, zero gradient) from every
+    # start: its gap is J(plateau) - min J = -5 + 21.850, measured, not assumed
+    assert round(rows["True"]["gap_descent"], 3) == 16.850
+    assert rows["True"]["gap_argmin"] == 0.0
+    for name in ("ReLU", "SimNorm"):
+        # each model's argmin lies near the true well (gap ≪ 16.85), not exactly on it
+        assert 0.0 < rows[name]["gap_argmin"] < 2.0, (name, rows[name])
+        # the smooth surrogates slope across the plateau: descent on them does better
+        assert -0.01 < rows[name]["gap_descent"] < rows["True"]["gap_descent"] - 5.0
+    assert (tmp_path / "ball_wall.png").stat().st_size > 0
 
 
 def test_ball_wall_objective_is_the_documented_piecewise_function():
-    throw = _load("ball_wall").Throw()
-    d = throw.wall_distance
-    theta = torch.tensor([0.3, math.radians(50.0), math.radians(85.0), math.pi])
-    j = throw.objective(theta)
-    # 0.3 rad: hits the wall and sticks there
-    assert j[0].item() == -d
-    # 50°: clears the wall, lands beyond it; 85°: lands before it; π: thrown backwards
-    for i in (1, 2, 3):
-        t = theta[i]
-        vx, vy = throw.speed * t.cos(), throw.speed * t.sin()
-        t_land = (vy + (vy**2 + 2 * throw.gravity * throw.launch_height).sqrt()) / throw.gravity
-        torch.testing.assert_close(j[i], -vx * t_land)
-    assert j[1] < -d < j[2] and j[3] > 0
-    # flat where the ball sticks: zero true gradient, the trap of first-order descent
-    theta = torch.tensor(0.3, requires_grad=True)
-    (grad,) = torch.autograd.grad(throw.objective(theta), theta)
-    assert grad.item() == 0.0
+    bw = _load("ball_wall")
+    problem = bw.BallWall()
+    grid = torch.linspace(-math.pi, math.pi, 1000)
+    j = problem.objective(grid)
+    # sticks to the wall (J = -w): thrown forward-down (index 328, θ ≈ -1.08), or flat
+    assert j[328].item() == -5.0 and problem.objective(torch.tensor(0.0)).item() == -5.0
+    # clears the wall (0.5 rad) or is thrown back (π, never reaches it by t = 2):
+    # J = -(v cos θ t + a t² / 2) = -(20 cos θ + 2)
+    theta = torch.tensor([0.5, -2.5, math.pi])
+    torch.testing.assert_close(problem.objective(theta), -(20 * theta.cos() + 2))
+    # the slides' min J: the first angle on the grid that clears the top of the wall
+    assert round(j.min().item(), 3) == -21.850 and 0.1 < grid[j.argmin()].item() < 0.15
+    # the true gradient: zero on the plateau (the trap), 20 sin θ elsewhere
+    theta = torch.tensor([0.0, -1.0, 0.5, 2.0], requires_grad=True)
+    (grad,) = torch.autograd.grad(problem.objective(theta).sum(), theta)
+    torch.testing.assert_close(grad, torch.tensor([0.0, 0.0, 1.0, 1.0]) * 20 * theta.sin())
+    # descent on the true J from anywhere ends on the plateau
+    found = bw.descend(problem.objective, torch.linspace(-3.1, 3.1, 50), steps=500, lr=2e-3)
+    assert (problem.objective(found) == -5.0).all()
 
 
 def test_torch_acrobot_conserves_energy_without_damping_and_torque():
