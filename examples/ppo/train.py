@@ -17,6 +17,9 @@ TorchRL logs under ``logs/`` and ``checkpoint.pt``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import hydra
 import torch
 from omegaconf import DictConfig
@@ -39,13 +42,15 @@ from torchrl.trainers import (
 )
 
 from torchrl_pwm.envs import make_env
-from torchrl_pwm.trainers import (
-    EnvStepLogger,
-    TimedOptimizationStepper,
+from torchrl_pwm.trainers import TimedOptimizationStepper
+
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # examples/run_utils.py
+from run_utils import (
     attach_run,
-    begin_run,
     finish_run,
-    make_logger,
+    make_run_logger,
+    run_directory,
+    train,
 )
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -108,7 +113,11 @@ def make_ppo_modules(cfg: DictConfig, env, device: torch.device):
 
 @hydra.main(version_base="1.3", config_path="", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    run_dir = begin_run(cfg)
+    with run_directory(cfg) as run_dir:  # refuses old output; failed starts leave nothing
+        return run(cfg, run_dir)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = torch.device(cfg.device)
 
     # -- environments ------------------------------------------------------------------------
@@ -146,6 +155,13 @@ def main(cfg: DictConfig) -> dict:
             f"collector.frames_per_batch ({frames_per_batch}) must be at least "
             f"loss.mini_batch_size ({lc.mini_batch_size})."
         )
+    if total_frames < frames_per_batch:  # no full batch: no PPO update, no schedule to decay
+        raise SystemExit(
+            f"collector.total_env_steps={cfg.collector.total_env_steps} is less than one PPO "
+            f"batch (collector.frames_per_batch={frames_per_batch} agent steps = "
+            f"{frames_per_batch * repeat} env steps): nothing would be trained. Raise the "
+            "budget or lower frames_per_batch."
+        )
     collector = Collector(
         env, actor, frames_per_batch=frames_per_batch, total_frames=total_frames, device=device
     )
@@ -157,10 +173,7 @@ def main(cfg: DictConfig) -> dict:
     )
 
     # -- trainer -----------------------------------------------------------------------------
-    log_cfg = cfg.logger
-    logger = make_logger(
-        log_cfg.backend, log_cfg.exp_name, project_name=log_cfg.project_name, mode=log_cfg.mode
-    )
+    logger = make_run_logger(cfg, repeat)  # logs at env steps
     stepper = TimedOptimizationStepper()
     trainer = Trainer(
         collector=collector,
@@ -172,8 +185,8 @@ def main(cfg: DictConfig) -> dict:
         optimizer=optimizer,
         optimization_stepper=stepper,
         clip_grad_norm=False,  # sota PPO (MuJoCo) does not clip
-        logger=EnvStepLogger(logger, repeat),
-        progress_bar=log_cfg.progress_bar,
+        logger=logger,
+        progress_bar=False,  # attach_run adds a bar in env steps
         log_interval=frames_per_batch,
     )
     # Per epoch: GAE with the current critic over the whole batch, then the batch into the buffer.
@@ -218,7 +231,7 @@ def main(cfg: DictConfig) -> dict:
     )
 
     # -- train -------------------------------------------------------------------------------
-    trainer.train()  # evaluates and checkpoints at the end too
+    train(trainer, hooks)  # evaluates and checkpoints at the end too; Ctrl-C checkpoints
     print(f"{stepper.steps} PPO updates in {stepper.seconds:.1f} s", flush=True)
     return finish_run(
         hooks,

@@ -13,6 +13,9 @@ TorchRL logs under ``logs/`` and ``checkpoint.pt``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import hydra
 import torch
 from omegaconf import DictConfig
@@ -23,20 +26,26 @@ from torchrl.trainers import LogScalar, ReplayBufferTrainer, Trainer, UpdateWeig
 from torchrl_pwm.data import make_sequence_replay_buffer
 from torchrl_pwm.envs import make_env
 from torchrl_pwm.evaluation import CalibrationMetrics
-from torchrl_pwm.trainers import (
-    EnvStepLogger,
-    attach_run,
-    begin_run,
-    finish_run,
-    make_logger,
-)
 
 from utils import make_pwm_loss, make_pwm_stepper  # examples/pwm/utils.py
+
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # examples/run_utils.py
+from run_utils import (
+    attach_run,
+    finish_run,
+    make_run_logger,
+    run_directory,
+    train,
+)
 
 
 @hydra.main(version_base="1.3", config_path="", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    run_dir = begin_run(cfg)
+    with run_directory(cfg) as run_dir:  # refuses old output; failed starts leave nothing
+        return run(cfg, run_dir)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = torch.device(cfg.device)
 
     # -- environments ------------------------------------------------------------------------
@@ -57,6 +66,12 @@ def main(cfg: DictConfig) -> dict:
     # -- data --------------------------------------------------------------------------------
     total_frames = cfg.collector.total_env_steps // repeat
     seed_frames = cfg.collector.seed_env_steps // repeat
+    if total_frames <= seed_frames:
+        raise SystemExit(
+            f"collector.total_env_steps={cfg.collector.total_env_steps} does not exceed "
+            f"collector.seed_env_steps={cfg.collector.seed_env_steps}: the run would only "
+            "collect random actions and never train. Raise the first or lower the second."
+        )
     collector = Collector(
         env,
         policy,
@@ -80,9 +95,7 @@ def main(cfg: DictConfig) -> dict:
 
     # -- logging -----------------------------------------------------------------------------
     log_cfg = cfg.logger
-    logger = make_logger(
-        log_cfg.backend, log_cfg.exp_name, project_name=log_cfg.project_name, mode=log_cfg.mode
-    )
+    logger = make_run_logger(cfg, repeat)  # logs at env steps
     trainer = Trainer(
         collector=collector,
         total_frames=total_frames,
@@ -90,8 +103,8 @@ def main(cfg: DictConfig) -> dict:
         optim_steps_per_batch=cfg.collector.optim_steps_per_batch,
         loss_module=loss,
         optimization_stepper=stepper,
-        logger=EnvStepLogger(logger, repeat),
-        progress_bar=log_cfg.progress_bar,
+        logger=logger,
+        progress_bar=False,  # attach_run adds a bar in env steps
         log_interval=cfg.collector.frames_per_batch * 10,
     )
     ReplayBufferTrainer(replay_buffer, device=device).register(trainer)
@@ -127,7 +140,7 @@ def main(cfg: DictConfig) -> dict:
     )
 
     # -- train -------------------------------------------------------------------------------
-    trainer.train()  # evaluates and checkpoints at the end too
+    train(trainer, hooks)  # evaluates and checkpoints at the end too; Ctrl-C checkpoints
     result = finish_run(
         hooks,
         label="PWM (torchrl_pwm)",

@@ -16,6 +16,9 @@ TorchRL logs under ``logs/`` and ``checkpoint.pt``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import hydra
 import torch
 from omegaconf import DictConfig
@@ -34,13 +37,15 @@ from torchrl.trainers import (
 )
 
 from torchrl_pwm.envs import make_env
-from torchrl_pwm.trainers import (
-    EnvStepLogger,
-    TimedOptimizationStepper,
+from torchrl_pwm.trainers import TimedOptimizationStepper
+
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # examples/run_utils.py
+from run_utils import (
     attach_run,
-    begin_run,
     finish_run,
-    make_logger,
+    make_run_logger,
+    run_directory,
+    train,
 )
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
@@ -84,7 +89,11 @@ def make_sac_modules(cfg: DictConfig, action_spec, device: torch.device):
 
 @hydra.main(version_base="1.3", config_path="", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    run_dir = begin_run(cfg)
+    with run_directory(cfg) as run_dir:  # refuses old output; failed starts leave nothing
+        return run(cfg, run_dir)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = torch.device(cfg.device)
 
     # -- environments ------------------------------------------------------------------------
@@ -131,6 +140,12 @@ def main(cfg: DictConfig) -> dict:
     # -- data --------------------------------------------------------------------------------
     total_frames = cfg.collector.total_env_steps // repeat
     frames_per_batch = cfg.collector.frames_per_batch
+    if total_frames <= cfg.collector.seed_env_steps // repeat:
+        raise SystemExit(
+            f"collector.total_env_steps={cfg.collector.total_env_steps} does not exceed "
+            f"collector.seed_env_steps={cfg.collector.seed_env_steps}: the run would only "
+            "collect random actions and never train. Raise the first or lower the second."
+        )
     collector = Collector(
         env,
         actor,
@@ -147,10 +162,7 @@ def main(cfg: DictConfig) -> dict:
     )
 
     # -- trainer -----------------------------------------------------------------------------
-    log_cfg = cfg.logger
-    logger = make_logger(
-        log_cfg.backend, log_cfg.exp_name, project_name=log_cfg.project_name, mode=log_cfg.mode
-    )
+    logger = make_run_logger(cfg, repeat)  # logs at env steps
     stepper = TimedOptimizationStepper()
     trainer = Trainer(
         collector=collector,
@@ -161,8 +173,8 @@ def main(cfg: DictConfig) -> dict:
         optimizer=optimizer,
         optimization_stepper=stepper,
         clip_grad_norm=False,  # sota SAC does not clip
-        logger=EnvStepLogger(logger, repeat),
-        progress_bar=log_cfg.progress_bar,
+        logger=logger,
+        progress_bar=False,  # attach_run adds a bar in env steps
         log_interval=frames_per_batch * 10,
     )
     ReplayBufferTrainer(replay_buffer, device=device).register(trainer)
@@ -185,7 +197,7 @@ def main(cfg: DictConfig) -> dict:
     )
 
     # -- train -------------------------------------------------------------------------------
-    trainer.train()  # evaluates and checkpoints at the end too
+    train(trainer, hooks)  # evaluates and checkpoints at the end too; Ctrl-C checkpoints
     print(f"{stepper.steps} SAC updates in {stepper.seconds:.1f} s", flush=True)
     return finish_run(
         hooks,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shlex
 import signal
 import subprocess
 import sys
@@ -105,6 +106,7 @@ def test_example_kill_and_resume(tmp_path):
         _cmd(run_dir, "collector.total_env_steps=2000"), capture_output=True, text=True
     )
     assert refused.returncode != 0 and "resume=true" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
     out = subprocess.run([*args, "resume=true"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -120,12 +122,77 @@ def test_example_kill_and_resume(tmp_path):
     assert steps == sorted(steps) and steps[-1] == 2000
 
 
-def test_example_bad_inputs(tmp_path):
-    run_dir = tmp_path / "run"
-    out = subprocess.run(_cmd(run_dir, "env.task=cheeta-run"), capture_output=True, text=True)
-    assert out.returncode != 0 and "Did you mean 'cheetah-run'" in out.stderr
+def test_example_sigint_checkpoints_then_resumes_to_the_unkilled_state(tmp_path):
+    """Ctrl-C before the first periodic checkpoint: a checkpoint, one line saying how to
+    resume, no traceback; the resumed run ends where an unkilled run ends."""
+    budget = ["collector.total_env_steps=3000", "logger.eval_every=1000", "checkpoint.every=2000"]
+    reference = subprocess.run(
+        _cmd(tmp_path / "reference", *budget), capture_output=True, text=True, timeout=600
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
 
-    run_dir.mkdir(exist_ok=True)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        _cmd(run_dir, *budget), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    while not (run_dir / "eval.csv").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # into the training phase (seed steps end at 200 env steps)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    (line,) = [ln for ln in stderr.splitlines() if "Resume with:" in ln]
+    command = line.split("Resume with: ")[1]
+    assert command.endswith("resume=true") and "checkpoint.pt" in line
+    stopped = load_checkpoint(run_dir / "checkpoint.pt")["trainer"]["state"]["collected_frames"]
+    assert 0 < stopped < 1500  # before the end, and before the first periodic checkpoint (2000)
+
+    out = subprocess.run(
+        [sys.executable, *shlex.split(command)[1:]], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"Resumed at {stopped * 2} env steps" in out.stdout
+    final = load_checkpoint(run_dir / "checkpoint.pt")["trainer"]
+    expected = load_checkpoint(tmp_path / "reference" / "checkpoint.pt")["trainer"]
+    assert final["state"]["collected_frames"] == expected["state"]["collected_frames"] == 1500
+    assert final["optimization_stepper"]["steps"] == expected["optimization_stepper"]["steps"]
+    steps = _finite_csv(run_dir / "eval.csv", column=0)
+    assert steps == _finite_csv(tmp_path / "reference" / "eval.csv", column=0)
+    _check_outputs(run_dir)
+
+    # resuming the finished run trains nothing and shows no empty progress bar
+    again = subprocess.run(
+        [sys.executable, *shlex.split(command)[1:], "logger.progress_bar=true"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0 and "nothing more to train" in again.stdout
+    assert "0%" not in again.stderr
+
+
+def test_example_bad_inputs(tmp_path):
+    """Each failed start exits with one line (no traceback) and leaves no run directory."""
+    run_dir = tmp_path / "run"
+    for overrides, message in [
+        (["env.task=cheeta-run"], "Did you mean 'cheetah-run'"),
+        (["env.task=foo-bar"], "Valid tasks: the DMC tasks acrobot-swingup"),
+        (["logger.backend=wandb"], 'pip install -e ".[wandb]"'),
+        (["collector.total_env_steps=100"], "never train"),  # below seed_env_steps=200
+    ]:
+        out = subprocess.run(_cmd(run_dir, *overrides), capture_output=True, text=True)
+        assert out.returncode != 0 and message in out.stderr, (overrides, out.stderr[-3000:])
+        assert "Traceback" not in out.stderr, out.stderr[-3000:]
+        assert not run_dir.exists(), overrides
+
+    run_dir.mkdir()
+    (run_dir / "eval.csv").write_text("env_steps,return_mean,return_std,wall_time_s\n20,1,0,1\n")
+    out = subprocess.run(_cmd(run_dir), capture_output=True, text=True)
+    assert out.returncode != 0 and "previous run's output (eval.csv)" in out.stderr
+    out = subprocess.run(_cmd(run_dir, "resume=true"), capture_output=True, text=True)
+    assert out.returncode != 0 and "Nothing to resume" in out.stderr
+    assert (run_dir / "eval.csv").read_text().count("\n") == 2  # nothing appended
+
     ckpt = run_dir / "checkpoint.pt"
     ckpt.write_bytes(b"garbage")
     out = subprocess.run(_cmd(run_dir, "resume=true"), capture_output=True, text=True)

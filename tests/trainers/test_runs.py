@@ -1,12 +1,22 @@
-"""Run bookkeeping: logger backends log at env steps and read back."""
+"""Run bookkeeping: logger backends, fresh-run checks, progress bar, clean stop on a signal."""
 
 from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import sys
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchrl.collectors import Collector
+from torchrl.trainers import Trainer
 
-from torchrl_pwm.trainers import EnvStepLogger, check_fresh_run, make_logger
+from torchrl_pwm.checkpoint import load_checkpoint
+from torchrl_pwm.envs import make_env
+from torchrl_pwm.trainers import EnvStepLogger, check_fresh_run, make_logger, register_run_hooks
 
 
 def test_tensorboard_backend_logs_env_steps(tmp_path):
@@ -26,62 +36,71 @@ def test_csv_backend_logs_env_steps(tmp_path):
     assert rows == ["20,1.5"]
 
 
-def test_check_fresh_run_refuses_to_overwrite(tmp_path):
-    ckpt = tmp_path / "checkpoint.pt"
-    ckpt.write_bytes(b"saved state")
+def test_check_fresh_run_refuses_any_previous_output(tmp_path):
+    (tmp_path / ".hydra").mkdir()  # Hydra's own files are not a run's output
+    (tmp_path / "train.log").write_text("")
+    check_fresh_run(tmp_path, resume=False)
+    (tmp_path / "eval.csv").write_text("env_steps\n20\n")  # a run killed before its checkpoint
+    with pytest.raises(FileExistsError, match=r"previous run's output \(eval.csv\)"):
+        check_fresh_run(tmp_path, resume=False)
+    with pytest.raises(FileNotFoundError, match="Nothing to resume"):
+        check_fresh_run(tmp_path, resume=True)
+    (tmp_path / "checkpoint.pt").write_bytes(b"saved state")
     with pytest.raises(FileExistsError, match="resume=true"):
-        check_fresh_run(ckpt, resume=False)
-    check_fresh_run(ckpt, resume=True)
-    assert ckpt.read_bytes() == b"saved state"
-
-
-def _example_cfg(**overrides):
-    from omegaconf import OmegaConf
-
-    cfg = {
-        "threads": 1, "resume": False, "env": {"seed": 0},
-        "checkpoint": {"every": 100, "path": "checkpoint.pt"},
-        "logger": {"eval_every": 100, "eval_episodes": 1},
-    }  # fmt: skip
-    return OmegaConf.merge(OmegaConf.create(cfg), OmegaConf.create(overrides))
-
-
-def test_begin_run_refuses_an_existing_run_with_a_clear_exit(tmp_path, monkeypatch):
-    from torchrl_pwm.trainers import begin_run
-
-    threads = torch.get_num_threads()
-    monkeypatch.chdir(tmp_path)
-    try:
-        assert begin_run(_example_cfg()) == tmp_path and torch.get_num_threads() == 1
-        (tmp_path / "checkpoint.pt").write_bytes(b"saved state")
-        with pytest.raises(SystemExit, match="resume=true"):
-            begin_run(_example_cfg())
-        assert begin_run(_example_cfg(resume=True)) == tmp_path
-    finally:
-        torch.set_num_threads(threads)
+        check_fresh_run(tmp_path, resume=False)
+    check_fresh_run(tmp_path, resume=True)
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"saved state"
 
 
-def test_attach_run_exits_with_the_reason(tmp_path):
-    from tests.trainers._tiny import tiny_trainer
-    from torchrl_pwm.envs import make_env
-    from torchrl_pwm.trainers import attach_run
+def test_missing_logger_backend_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    with pytest.raises(ImportError, match=re.escape('pip install -e ".[wandb]"')):
+        make_logger("wandb", "pwm", log_dir=tmp_path)
 
-    env = make_env("cartpole-swingup", seed=1)
-    kwargs = {"run_dir": tmp_path, "frame_to_env_steps": 2, "metadata": {"task": "cartpole"}}
 
-    def attach(**cfg):  # a fresh trainer each time: a failed attach may leave hooks behind
-        trainer, *_ = tiny_trainer(100)
-        attach_run(trainer, _example_cfg(**cfg), env, trainer.collector.policy, **kwargs)
+def _bare_trainer(total_frames: int = 8, frames_per_batch: int = 4) -> Trainer:
+    """A Trainer that collects cartpole with random actions and optimises nothing."""
+    env = make_env("cartpole-swingup", max_episode_steps=4)
+    collector = Collector(env, None, frames_per_batch=frames_per_batch, total_frames=total_frames)
+    return Trainer(collector=collector, total_frames=total_frames, frame_skip=1,
+                   optim_steps_per_batch=0, loss_module=torch.nn.Linear(1, 1), optimizer=None,
+                   progress_bar=False)  # fmt: skip
 
-    with pytest.raises(SystemExit, match="Bad configuration: eval_every"):
-        attach(logger={"eval_every": 0})
-    with pytest.raises(SystemExit, match="Bad configuration: resume=true needs checkpoints"):
-        attach(resume=True, checkpoint={"every": None})
-    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(SystemExit, match=r"Cannot resume: .*corrupt"):
-        attach(resume=True)
-    assert (tmp_path / "checkpoint.pt").read_bytes() == b"garbage"
+
+def test_progress_bar_counts_env_steps_and_shows_returns(tmp_path):
+    trainer = _bare_trainer()
+    hooks = register_run_hooks(trainer, make_env("cartpole-swingup", max_episode_steps=4), None,
+                               run_dir=tmp_path, eval_every=8, eval_episodes=1,
+                               frame_to_env_steps=2, checkpoint_every=None, progress_bar=True)  # fmt: skip
+    hooks.progress.file = out = io.StringIO()
+    with hooks.stop:
+        trainer.train()
+    hooks.progress.close()
+    text = out.getvalue()
+    assert "16/16 [" in text and "env steps" in text  # 8 agent steps x action repeat 2
+    assert "eval return" in text and "train episode" in text
+    assert len(text.split("\r")[-1]) < 140  # one short line, not every logged scalar
+
+
+def test_stop_on_signal_checkpoints_the_finished_step_and_stops(tmp_path):
+    trainer = _bare_trainer(total_frames=40)
+    hooks = register_run_hooks(trainer, make_env("cartpole-swingup", max_episode_steps=4), None,
+                               run_dir=tmp_path, eval_every=1000, eval_episodes=1,
+                               frame_to_env_steps=2, checkpoint_every=1000)  # fmt: skip
+    # the user presses Ctrl-C during the second batch (the hook runs before the stop hook)
+    trainer.register_op(
+        "pre_steps_log",
+        lambda batch: (
+            os.kill(os.getpid(), signal.SIGINT) if trainer.collected_frames == 8 else None
+        ),
+    )
+    with hooks.stop:
+        trainer.train()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert hooks.stop.received == signal.SIGINT and hooks.stop.saved == tmp_path / "checkpoint.pt"
+    assert trainer.collected_frames == 8  # the batch in progress finished, no other started
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["trainer"]["state"]["collected_frames"] == 8
 
 
 def test_evaluator_resume_drops_csv_rows_after_the_checkpoint(tmp_path):

@@ -31,6 +31,7 @@ class UnknownTaskError(ValueError):
         Unknown task 'cheeta-run'. Did you mean 'cheetah-run'
     """
 
+
 # TD-MPC2's names for DMC domains whose dm_control names differ.
 _DMC_DOMAIN_ALIASES = {"cup": "ball_in_cup", "pointmass": "point_mass"}
 _GYM_PREFIXES = ("HalfCheetah", "Hopper", "Walker2d", "Ant", "Humanoid", "Swimmer", "Reacher",

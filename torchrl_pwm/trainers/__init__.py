@@ -3,35 +3,35 @@
 from torchrl_pwm.trainers.hooks import (
     CheckpointHook,
     EnvStepLogger,
+    EnvStepProgressBar,
     PolicyEvaluator,
+    StopOnSignal,
     evaluate_policy,
 )
 from torchrl_pwm.trainers.runs import (
     RunHooks,
     TimedOptimizationStepper,
-    attach_run,
-    begin_run,
     check_fresh_run,
-    finish_run,
     make_logger,
     register_run_hooks,
+    write_timings,
 )
 from torchrl_pwm.trainers.stepper import NonFiniteLossError, PWMOptimConfig, PWMOptimizationStepper
 
 __all__ = [
     "CheckpointHook",
     "EnvStepLogger",
+    "EnvStepProgressBar",
     "NonFiniteLossError",
     "PWMOptimConfig",
     "PWMOptimizationStepper",
     "PolicyEvaluator",
     "RunHooks",
+    "StopOnSignal",
     "TimedOptimizationStepper",
-    "attach_run",
-    "begin_run",
     "check_fresh_run",
     "evaluate_policy",
-    "finish_run",
     "make_logger",
     "register_run_hooks",
+    "write_timings",
 ]

@@ -1,9 +1,12 @@
-"""Trainer hooks: evaluation in the real environment, atomic checkpoints, env-step logging."""
+"""Trainer hooks: evaluation in the real environment, atomic checkpoints, a clean stop on
+SIGINT / SIGTERM, env-step logging and progress."""
 
 from __future__ import annotations
 
 import csv
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,16 +16,26 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.trainers import Trainer, TrainerHookBase
+from torchrl.trainers import ReplayBufferTrainer, Trainer, TrainerHookBase
 
 from torchrl_pwm.checkpoint import (
     CheckpointError,
+    ReplayBufferDump,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
 )
 from torchrl_pwm.evaluation.record import record_episode, save_gif
 
-__all__ = ["CheckpointHook", "EnvStepLogger", "PolicyEvaluator", "evaluate_policy"]
+__all__ = [
+    "CheckpointHook",
+    "EnvStepLogger",
+    "EnvStepProgressBar",
+    "PolicyEvaluator",
+    "StopOnSignal",
+    "evaluate_policy",
+]
 
 
 @torch.no_grad()
@@ -238,16 +251,31 @@ class CheckpointHook(TrainerHookBase):
     It runs at the ``post_steps_log`` stage: register it after a :class:`PolicyEvaluator` so
     that a checkpoint includes the evaluation of the same step.
 
-    The checkpoint holds ``trainer.state_dict()``: the loss module (world model, actor, critic,
-    running statistics), the collector (policy weights and frame counter) and every module
-    registered in the trainer, e.g. the optimisation stepper (optimisers, schedules, counters),
-    the replay-buffer hook (the buffer's storage, sampler and writer) and the evaluator (the
-    learning curve). It also stores torch's RNG states. The environments are rebuilt and
-    reseeded by the script, so a resumed run starts a fresh episode: the partial episode in
-    progress at the kill is lost (its transitions up to the checkpoint are in the buffer). The file is written with
-    :func:`~torchrl_pwm.checkpoint.save_checkpoint` (temporary file + rename), so a run
-    killed at any moment leaves the previous checkpoint loadable, and it loads with
-    ``weights_only=True``.
+    The checkpoint file holds ``trainer.state_dict()``: the loss module (world model, actor,
+    critic, running statistics), the collector (policy weights, frame and trajectory counters)
+    and every module registered in the trainer, e.g. the optimisation stepper (optimisers,
+    schedules, counters), the replay-buffer hook (the buffer's writer, sampler and length) and
+    the evaluator (the learning curve). It also holds every random-number generator the run
+    draws from (:func:`~torchrl_pwm.checkpoint.rng_state`): Python's, NumPy's, torch's CPU and
+    CUDA ones, and those the collector's and the registered modules' envs (the evaluator's)
+    draw their initial states from.
+
+    The rows of a replay buffer registered through TorchRL's
+    :class:`~torchrl.trainers.ReplayBufferTrainer` are not in the file: they go to the folder
+    ``<path stem>.<module name>`` beside it (``checkpoint.replay_buffer/``), one memory-mapped
+    chunk per checkpoint with only the rows added since the previous one
+    (:class:`~torchrl_pwm.checkpoint.ReplayBufferDump`), and the file holds their index. The
+    file is written last with :func:`~torchrl_pwm.checkpoint.save_checkpoint` (temporary file +
+    rename): it is the commit point, so a run killed at any moment leaves the previous
+    checkpoint complete, buffer included, and it loads with ``weights_only=True``. Keep the
+    folder with the file.
+
+    What a resume cannot restore: the episode in progress in the collector's env (MuJoCo's
+    state and the collector's carrier are not saved). The resumed collector starts a fresh
+    episode, drawn from the env's restored generator after the reset of its construction, so
+    a resumed run is bit-identical to an uninterrupted one only when the collector starts a
+    new episode at the checkpoint anyway (``reset_at_each_iter=True``, as the test of this
+    class does); otherwise it continues the same run with one episode cut short.
 
     Args:
         path: the checkpoint file.
@@ -267,21 +295,55 @@ class CheckpointHook(TrainerHookBase):
         self.saves = 0
         self.save_seconds = 0.0
         self._trainer: Trainer | None = None
+        self._dumps: dict[str, ReplayBufferDump] = {}
+
+    def _modules(self) -> dict[str, Any]:
+        return dict(self._trainer._modules)  # the Trainer has no public view of its modules
+
+    def _envs(self) -> dict[str, EnvBase]:
+        """The envs whose generators are saved, by name: the collector's and those of the
+        registered modules (``<module>.env``, ``<module>.video_env``)."""
+        envs = {}
+        if isinstance(env := getattr(self._trainer.collector, "env", None), EnvBase):
+            envs["collector"] = env
+        for name, module in self._modules().items():
+            for attr in ("env", "video_env"):
+                if isinstance(env := getattr(module, attr, None), EnvBase):
+                    envs[f"{name}.{attr}"] = env
+        return envs
+
+    def _replay_dumps(self) -> dict[str, ReplayBufferDump]:
+        for name, module in self._modules().items():
+            if (
+                name not in self._dumps
+                and isinstance(module, ReplayBufferTrainer)
+                and ReplayBufferDump.supports(module.replay_buffer)
+            ):
+                folder = self.path.with_name(f"{self.path.stem}.{name}")
+                self._dumps[name] = ReplayBufferDump(module.replay_buffer, folder)
+        return self._dumps
 
     def save(self) -> Path:
+        """Write the checkpoint now (the buffer's new rows first, the file last); returns the
+        file's path."""
         t0 = time.time()
         trainer = self._trainer
         self.last_frames = trainer.collected_frames
         self.saves += 1
-        state = {
-            "trainer": trainer.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
+        state = trainer.state_dict()
+        replay = {}
+        for name, dump in self._replay_dumps().items():
+            replay[name] = dump.save()
+            state[name]["replay_buffer"]["_storage"]["_storage"] = {}  # the rows are in the dump
+        payload = {
+            "trainer": state,
+            "replay": replay,
+            "rng": rng_state(self._envs()),
             "metadata": self.metadata,
         }
-        save_checkpoint(state, self.path)
+        save_checkpoint(payload, self.path)
+        for dump in self._dumps.values():  # committed: the chunks no index needs can go
+            dump.prune()
         self.save_seconds += time.time() - t0
         return self.path
 
@@ -292,11 +354,13 @@ class CheckpointHook(TrainerHookBase):
             self.save()
 
     def resume(self, *, check_metadata: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Load the checkpoint into the registered trainer; return its metadata.
+        """Load the checkpoint into the registered trainer, its replay buffers and the
+        generators; return its metadata.
 
         Raises:
-            CheckpointError: unreadable file, or metadata ``check_metadata`` keys that differ
-                from this run's (e.g. another task or model size).
+            CheckpointError: unreadable file or replay-buffer chunk, a state that does not fit
+                this run's modules, or metadata ``check_metadata`` keys that differ from this
+                run's (e.g. another task or model size).
         """
         state = load_checkpoint(self.path)
         saved = state.get("metadata", {})
@@ -306,15 +370,27 @@ class CheckpointHook(TrainerHookBase):
                     f"Checkpoint {self.path} was written with {key}={saved.get(key)!r}, this run "
                     f"has {key}={self.metadata.get(key)!r}."
                 )
+        dumps = self._replay_dumps()
+        replay = state.get("replay", {})
+        if unknown := sorted(set(replay) - set(dumps)):
+            raise CheckpointError(
+                f"Checkpoint {self.path} holds the replay buffer(s) {unknown}, which this run "
+                f"does not register (it has {sorted(dumps)})."
+            )
+        for name, index in replay.items():
+            dumps[name].load(index)
         try:
             self._trainer.load_state_dict(state["trainer"])
-        except (RuntimeError, KeyError, ValueError) as err:
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
             raise CheckpointError(
                 f"Checkpoint {self.path} does not match this run's modules: {err}"
             ) from err
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"].get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if state["version"] == 1:  # torch's generators only
+            torch.set_rng_state(state["rng"]["torch"])
+            if state["rng"].get("cuda") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        else:
+            set_rng_state(state["rng"], self._envs())
         self.last_frames = self._trainer.collected_frames
         return saved
 
@@ -327,3 +403,165 @@ class CheckpointHook(TrainerHookBase):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_frames = state_dict["last_frames"]
+
+
+class StopOnSignal(TrainerHookBase):
+    """Turn SIGINT (Ctrl-C) and SIGTERM into a clean stop: the batch in progress finishes, a
+    checkpoint is written and the Trainer stops (:meth:`torchrl.trainers.Trainer.request_stop`).
+
+    Use it as a context manager around ``trainer.train()``: the handlers are installed on
+    entry and the previous ones restored on exit. It runs at the ``post_steps_log`` stage,
+    after every other hook of the batch (register it last), so the checkpoint holds a
+    consistent state: optimisers, replay buffer, counters and the evaluation history of the
+    same step. A second signal while it is stopping raises :class:`KeyboardInterrupt` at once.
+    After training, :attr:`received` is the signal number (``None`` if none came).
+
+    Args:
+        checkpoint: the run's :class:`CheckpointHook` (``None``: stop without saving).
+
+    Keyword Args:
+        signals: the signals handled (default SIGINT and SIGTERM).
+
+    Examples:
+        >>> import os, signal
+        >>> stop = StopOnSignal(None)
+        >>> with stop:
+        ...     os.kill(os.getpid(), signal.SIGTERM)  # the handler records it, nothing raises
+        >>> stop.received == signal.SIGTERM
+        True
+    """
+
+    def __init__(
+        self,
+        checkpoint: CheckpointHook | None,
+        *,
+        signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.signals = signals
+        self.received: int | None = None
+        self.saved: Path | None = None
+        self._previous: dict[int, Any] = {}
+        self._trainer: Trainer | None = None
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:  # a second signal: stop now, without saving
+            raise KeyboardInterrupt
+        self.received = signum
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after the current step "
+            "(send it again to abort without saving)...",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self) -> StopOnSignal:
+        for signum in self.signals:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: signals stay with their owner
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def __call__(self, batch: TensorDictBase | None = None) -> None:
+        if self.received is None or self._trainer is None:
+            return
+        if self.checkpoint is not None and self.saved is None:
+            self.saved = self.checkpoint.save()
+        self._trainer.request_stop(f"received {signal.Signals(self.received).name}")
+
+    def register(self, trainer: Trainer, name: str = "stop_on_signal") -> None:
+        self._trainer = trainer
+        trainer.register_op("post_steps_log", self)
+
+
+class EnvStepProgressBar(TrainerHookBase):
+    """A progress bar in **env** steps (the unit of the configs and results), showing the
+    latest evaluation return and the return of the last finished training episode.
+
+    It replaces the Trainer's own bar (``Trainer(progress_bar=False)``), which counts agent
+    steps and shows every logged scalar. The bar starts at the first ``post_steps_log`` call,
+    after the initial evaluation, so that its rate (and ETA) is the training's; a resumed run
+    starts it where the run stopped.
+
+    Args:
+        total_env_steps: the run's budget in env steps.
+
+    Keyword Args:
+        frame_to_env_steps: the action repeat.
+        evaluator: the run's :class:`PolicyEvaluator`, whose latest return is shown.
+        file: the stream (default ``sys.stderr``).
+
+    Examples:
+        >>> import io
+        >>> bar = EnvStepProgressBar(100, frame_to_env_steps=2, file=io.StringIO())
+        >>> bar.update(env_steps=40, train_return=12.5)
+        >>> bar.postfix
+        'train episode 12.5'
+        >>> bar.close()
+    """
+
+    def __init__(
+        self,
+        total_env_steps: int,
+        *,
+        frame_to_env_steps: int = 1,
+        evaluator: PolicyEvaluator | None = None,
+        file=None,
+    ) -> None:
+        self.total_env_steps = total_env_steps
+        self.frame_to_env_steps = frame_to_env_steps
+        self.evaluator = evaluator
+        self.file = file
+        self.train_return: float | None = None
+        self.postfix = ""
+        self._bar = None
+        self._trainer: Trainer | None = None
+
+    def update(self, env_steps: int, train_return: float | None = None) -> None:
+        """Move the bar to ``env_steps`` and refresh its postfix."""
+        from tqdm.auto import tqdm
+
+        if train_return is not None:
+            self.train_return = train_return
+        if self._bar is None:
+            self._bar = tqdm(
+                total=self.total_env_steps,
+                initial=env_steps,
+                unit=" env steps",
+                file=self.file if self.file is not None else sys.stderr,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
+        self._bar.update(env_steps - self._bar.n)
+        parts = []
+        if self.evaluator is not None and self.evaluator.history:
+            parts.append(f"eval return {self.evaluator.history[-1][1]:.1f}")
+        if self.train_return is not None:
+            parts.append(f"train episode {self.train_return:.1f}")
+        self.postfix = ", ".join(parts)
+        self._bar.set_postfix_str(self.postfix, refresh=True)
+
+    def __call__(self, batch: TensorDictBase | None = None) -> None:
+        train_return = None
+        if batch is not None:
+            done = batch.get(("next", "done"), None)
+            episode_reward = batch.get(("next", "episode_reward"), None)
+            if done is not None and episode_reward is not None and done.any():
+                train_return = float(episode_reward[done].reshape(-1)[-1])
+        self.update(self._trainer.collected_frames * self.frame_to_env_steps, train_return)
+
+    def close(self) -> None:
+        """Close the bar (a no-op if it never started)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def register(self, trainer: Trainer, name: str = "env_step_progress_bar") -> None:
+        self._trainer = trainer
+        trainer.register_op("post_steps_log", self)

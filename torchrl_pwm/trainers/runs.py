@@ -1,42 +1,46 @@
-"""One training run's bookkeeping, shared by the examples: evaluation, checkpoints, results.
+"""One training run's bookkeeping: evaluation, checkpoints, a clean stop, progress, timings.
 
 Every example (PWM, and the TorchRL SAC / PPO baselines it is compared with) writes the same
 run directory: ``eval.csv`` (``env_steps, return_mean, return_std, wall_time_s``),
-``timings.json``, ``learning_curve.png``, TorchRL logs under ``logs/`` and ``checkpoint.pt``.
-The helpers here attach the hooks that produce them to a plain ``torchrl.trainers.Trainer``
-and write the summary at the end, so that the protocol is identical across algorithms.
+``timings.json``, TorchRL logs under ``logs/`` and ``checkpoint.pt``. The helpers here attach
+the hooks that produce them to a plain ``torchrl.trainers.Trainer``, so that the protocol is
+identical across algorithms. They take plain arguments: reading a config, plotting and console
+output belong to the scripts (``examples/run_utils.py``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.record.loggers import Logger, get_logger
 from torchrl.trainers import DefaultOptimizationStepper, Trainer
 
-from torchrl_pwm.checkpoint import CheckpointError
-from torchrl_pwm.evaluation.plotting import plot_learning_curves, published_references
-from torchrl_pwm.trainers.hooks import CheckpointHook, PolicyEvaluator
+from torchrl_pwm.trainers.hooks import (
+    CheckpointHook,
+    EnvStepProgressBar,
+    PolicyEvaluator,
+    StopOnSignal,
+)
 
 __all__ = [
     "RunHooks",
     "TimedOptimizationStepper",
-    "attach_run",
-    "begin_run",
     "check_fresh_run",
-    "finish_run",
     "make_logger",
     "register_run_hooks",
+    "write_timings",
 ]
+
+# Logger backends that need an optional dependency: backend -> (import name, extra).
+_OPTIONAL_BACKENDS = {"wandb": ("wandb", "wandb"), "tensorboard": ("tensorboard", "tensorboard")}
 
 
 def make_logger(
@@ -50,6 +54,10 @@ def make_logger(
     """A TorchRL logger (``csv``, ``tensorboard`` or ``wandb``, offline unless ``mode``
     says otherwise).
 
+    Raises:
+        ImportError: the backend's package is not installed; the message names the extra that
+            installs it (``pip install -e ".[wandb]"``).
+
     Examples:
         >>> import tempfile
         >>> type(make_logger("csv", "run", log_dir=tempfile.mkdtemp())).__name__
@@ -58,23 +66,65 @@ def make_logger(
     kwargs: dict[str, Any] = {}
     if backend == "wandb":
         kwargs["wandb_kwargs"] = {"mode": mode, "project": project_name}
-    return get_logger(backend, str(log_dir), exp_name, **kwargs)
+    try:
+        return get_logger(backend, str(log_dir), exp_name, **kwargs)
+    except ImportError as err:
+        if backend not in _OPTIONAL_BACKENDS:
+            raise
+        package, extra = _OPTIONAL_BACKENDS[backend]
+        raise ImportError(
+            f"The {backend!r} logger backend needs the {package} package, which is not "
+            f'installed: pip install -e ".[{extra}]" (from the repository) or pip install '
+            f"{package}. The csv backend needs nothing more."
+        ) from err
 
 
-def check_fresh_run(checkpoint_path: str | Path, resume: bool) -> None:
-    """Refuse to start over a run that has a checkpoint unless ``resume`` is set.
+def check_fresh_run(
+    run_dir: str | Path,
+    resume: bool,
+    *,
+    checkpoint_name: str = "checkpoint.pt",
+    ignore: Sequence[str] = (".hydra", "*.log"),
+) -> None:
+    """Refuse a run directory that holds a previous run's output, unless resuming it whole.
+
+    A new run (``resume=False``) needs a directory with nothing in it but names matching
+    ``ignore`` (Hydra's own ``.hydra/`` and log file, written before the script starts): a new
+    run never appends to an old one's files. A resumed run needs the checkpoint, from which
+    every output is continued (``eval.csv`` is rewritten from the checkpointed history).
 
     Raises:
-        FileExistsError: ``checkpoint_path`` exists and ``resume`` is False.
+        FileExistsError: a new run over a directory with output; the message lists it.
+        FileNotFoundError: ``resume`` without a checkpoint in ``run_dir``.
 
     Examples:
-        >>> check_fresh_run("/nonexistent/checkpoint.pt", resume=False)  # nothing there: fine
+        >>> import tempfile
+        >>> run_dir = Path(tempfile.mkdtemp())
+        >>> check_fresh_run(run_dir, resume=False)  # empty: fine
+        >>> _ = (run_dir / "eval.csv").write_text("env_steps")
+        >>> check_fresh_run(run_dir, resume=False)
+        Traceback (most recent call last):
+        ...
+        FileExistsError: ... holds a previous run's output (eval.csv): ...
     """
-    path = Path(checkpoint_path)
-    if not resume and path.exists():
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / checkpoint_name
+    if resume:
+        if not checkpoint.exists():
+            raise FileNotFoundError(
+                f"Nothing to resume: no checkpoint at {checkpoint}. Start a new run "
+                "(without resume=true) in an empty directory."
+            )
+        return
+    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    output = [e for e in entries if not any(fnmatch.fnmatch(e, pat) for pat in ignore)]
+    if output:
+        what = (
+            "pass resume=true to continue that run, or choose" if checkpoint.exists() else "choose"
+        )
         raise FileExistsError(
-            f"{path} exists: pass resume=true to continue that run, or choose another "
-            "hydra.run.dir / env.seed."
+            f"{run_dir} holds a previous run's output ({', '.join(output)}): {what} another "
+            "hydra.run.dir / env.seed, or delete the directory."
         )
 
 
@@ -111,10 +161,13 @@ class TimedOptimizationStepper(DefaultOptimizationStepper):
 
 @dataclass
 class RunHooks:
-    """The evaluation and checkpoint hooks of one run (see :func:`register_run_hooks`)."""
+    """The hooks of one run (see :func:`register_run_hooks`): evaluation, checkpoints (or
+    ``None``), the clean stop on SIGINT / SIGTERM and the progress bar (or ``None``)."""
 
     evaluator: PolicyEvaluator
     checkpoint: CheckpointHook | None
+    stop: StopOnSignal
+    progress: EnvStepProgressBar | None
     run_dir: Path
     frame_to_env_steps: int
 
@@ -136,15 +189,21 @@ def register_run_hooks(
     video_env: EnvBase | None = None,
     video_every_eval: bool = False,
     episode_metrics: Callable[[list[TensorDictBase]], dict[str, float]] | None = None,
+    progress_bar: bool = False,
 ) -> RunHooks:
-    """Attach the project's evaluation protocol and checkpoints to ``trainer``; resume.
+    """Attach the project's evaluation protocol, checkpoints, clean stop and progress bar to
+    ``trainer``; resume.
 
-    Registers a :class:`~torchrl_pwm.trainers.PolicyEvaluator` (``eval_episodes``
-    deterministic episodes every ``eval_every`` **env** steps, rows appended to
-    ``run_dir/eval.csv``) and, when ``checkpoint_every`` is set, a
-    :class:`~torchrl_pwm.trainers.CheckpointHook` after it. With ``resume=True`` the
-    checkpoint is loaded into the trainer (every module registered *before* this call is
-    restored, so register the replay buffer and optimisation hooks first).
+    Registers, in this order at the ``post_steps_log`` stage: a
+    :class:`~torchrl_pwm.trainers.PolicyEvaluator` (``eval_episodes`` deterministic episodes
+    every ``eval_every`` **env** steps, rows appended to ``run_dir/eval.csv``); when
+    ``checkpoint_every`` is set, a :class:`~torchrl_pwm.trainers.CheckpointHook`; with
+    ``progress_bar``, an :class:`~torchrl_pwm.trainers.EnvStepProgressBar` (build the
+    ``Trainer`` with ``progress_bar=False``); and a :class:`~torchrl_pwm.trainers.StopOnSignal`
+    (enter ``hooks.stop`` around ``trainer.train()`` to checkpoint and stop on Ctrl-C). With
+    ``resume=True`` the checkpoint is loaded into the trainer (every module registered
+    *before* this call is restored, so register the replay buffer and optimisation hooks
+    first).
 
     Args:
         trainer: a ``torchrl.trainers.Trainer`` with its other hooks registered.
@@ -166,11 +225,28 @@ def register_run_hooks(
         video_every_eval: record a GIF at every evaluation.
         episode_metrics: more scalars computed from each evaluation's episodes (see
             :class:`~torchrl_pwm.trainers.PolicyEvaluator`).
+        progress_bar: show an :class:`~torchrl_pwm.trainers.EnvStepProgressBar`.
 
     Raises:
         ValueError: non-positive ``eval_every``, ``eval_episodes`` or ``frame_to_env_steps``;
             ``resume`` without checkpoints.
         torchrl_pwm.checkpoint.CheckpointError: the checkpoint cannot be resumed.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> from torchrl.collectors import Collector
+        >>> from torchrl_pwm.envs import make_env
+        >>> env = make_env("cartpole-swingup", max_episode_steps=4)
+        >>> collector = Collector(env, None, frames_per_batch=4, total_frames=8)
+        >>> trainer = Trainer(collector=collector, total_frames=8, frame_skip=1,
+        ...                   optim_steps_per_batch=0, loss_module=torch.nn.Linear(1, 1),
+        ...                   optimizer=None, progress_bar=False)
+        >>> hooks = register_run_hooks(trainer, env, None, run_dir=tempfile.mkdtemp(),
+        ...     eval_every=8, eval_episodes=1, frame_to_env_steps=2, checkpoint_every=8)
+        >>> with hooks.stop:
+        ...     trainer.train()
+        >>> [int(row[0]) for row in hooks.evaluator.history], hooks.checkpoint.saves
+        ([8, 16], 1)
     """
     for name, value in (
         ("eval_every", eval_every),
@@ -179,6 +255,8 @@ def register_run_hooks(
     ):
         if value is None or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if resume and not checkpoint_every:
+        raise ValueError("resume=true needs checkpoints (checkpoint.every > 0).")
     run_dir = Path(run_dir)
     evaluator = PolicyEvaluator(
         eval_env,
@@ -203,128 +281,29 @@ def register_run_hooks(
         checkpoint.register(trainer)
         if resume:
             checkpoint.resume(check_metadata=check_metadata)
-    elif resume:
-        raise ValueError("resume=true needs checkpoints (checkpoint.every > 0).")
-    return RunHooks(evaluator, checkpoint, run_dir, frame_to_env_steps)
-
-
-def begin_run(cfg: DictConfig) -> Path:
-    """The first step of every example: torch threads (``cfg.threads``) and seed
-    (``cfg.env.seed``), and a refusal to start over an existing run.
-
-    Args:
-        cfg: an example's Hydra config (``threads``, ``env.seed``, ``checkpoint.path``,
-            ``resume``).
-
-    Returns:
-        The run directory: the working directory, which Hydra sets to ``hydra.run.dir``.
-
-    Raises:
-        SystemExit: the run directory holds a checkpoint and ``resume`` is false (the
-            message says what to do).
-
-    Examples:
-        >>> from omegaconf import OmegaConf
-        >>> cfg = OmegaConf.create({
-        ...     "threads": torch.get_num_threads(), "env": {"seed": 0}, "resume": False,
-        ...     "checkpoint": {"path": "/nonexistent/checkpoint.pt"},  # no run there yet
-        ... })
-        >>> begin_run(cfg) == Path.cwd()
-        True
-    """
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.env.seed)
-    run_dir = Path.cwd()
-    try:
-        check_fresh_run(run_dir / cfg.checkpoint.path, cfg.resume)
-    except FileExistsError as err:
-        raise SystemExit(str(err)) from err
-    return run_dir
-
-
-def attach_run(
-    trainer: Trainer,
-    cfg: DictConfig,
-    eval_env: EnvBase,
-    policy,
-    *,
-    run_dir: str | Path,
-    frame_to_env_steps: int,
-    metadata: Mapping[str, Any],
-    check_metadata: tuple[str, ...] = ("task",),
-    video_env: EnvBase | None = None,
-    episode_metrics: Callable[[list[TensorDictBase]], dict[str, float]] | None = None,
-) -> RunHooks:
-    """:func:`register_run_hooks` with an example's settings, for a command line.
-
-    Reads ``cfg.logger.eval_every``, ``cfg.logger.eval_episodes``,
-    ``cfg.logger.video_every_eval`` (if present), ``cfg.checkpoint.every`` /
-    ``cfg.checkpoint.path`` and ``cfg.resume``; stores the whole resolved config in the
-    checkpoint's metadata under ``"config"``; turns a bad setting or a checkpoint that cannot
-    be resumed into ``SystemExit`` with the reason, and says where a resumed run continues.
-
-    Args:
-        trainer: the Trainer, with every hook whose state is checkpointed registered already.
-        cfg: the example's Hydra config.
-        eval_env: the evaluation environment.
-        policy: the policy evaluated.
-
-    Keyword Args:
-        run_dir: from :func:`begin_run`.
-        frame_to_env_steps: the action repeat.
-        metadata: plain values stored in the checkpoint; ``check_metadata`` names those that
-            must match to resume.
-        video_env, episode_metrics: see :func:`register_run_hooks`.
-    """
-    metadata = {
-        **metadata,
-        "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True),
-    }
-    try:
-        hooks = register_run_hooks(
-            trainer,
-            eval_env,
-            policy,
-            run_dir=run_dir,
-            eval_every=cfg.logger.eval_every,
-            eval_episodes=cfg.logger.eval_episodes,
+    progress = None
+    if progress_bar:
+        progress = EnvStepProgressBar(
+            trainer.total_frames * frame_to_env_steps,
             frame_to_env_steps=frame_to_env_steps,
-            checkpoint_every=cfg.checkpoint.every,
-            checkpoint_path=cfg.checkpoint.path,
-            metadata=metadata,
-            resume=cfg.resume,
-            check_metadata=check_metadata,
-            video_env=video_env,
-            video_every_eval=bool(cfg.logger.get("video_every_eval", False)),
-            episode_metrics=episode_metrics,
+            evaluator=evaluator,
         )
-    except CheckpointError as err:
-        raise SystemExit(f"Cannot resume: {err}") from err
-    except ValueError as err:
-        raise SystemExit(f"Bad configuration: {err}") from err
-    if cfg.resume:
-        print(f"Resumed at {trainer.collected_frames * frame_to_env_steps} env steps.", flush=True)
-    return hooks
+        progress.register(trainer)
+    stop = StopOnSignal(checkpoint)
+    stop.register(trainer)
+    return RunHooks(evaluator, checkpoint, stop, progress, run_dir, frame_to_env_steps)
 
 
-def finish_run(
-    hooks: RunHooks,
-    *,
-    label: str,
-    task: str,
-    seed: int,
-    total_env_steps: int,
-    timings: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """Write ``timings.json`` and ``learning_curve.png`` and print the learning curve.
+def write_timings(hooks: RunHooks, timings: dict[str, float] | None = None) -> dict[str, float]:
+    """Write ``run_dir/timings.json``; its existence marks the run finished.
 
-    ``timings.json`` holds ``timings`` (seconds, e.g. ``{"optimization": 12.0}``, written as
+    It holds ``timings`` (seconds, e.g. ``{"optimization": 12.0}``, written as
     ``optimization_s``), ``evaluation_s``, ``checkpoint_s``, the remainder
     ``collection_and_overhead_s`` and ``total_s``, the run's wall-clock over all its
-    processes (resumed runs included). Its existence marks the run finished.
+    processes (resumed runs included).
 
     Returns:
-        ``{"history": [[env_steps, mean, std, wall_s], ...], "timings": {...}}``.
+        The dictionary written.
     """
     evaluator, checkpoint = hooks.evaluator, hooks.checkpoint
     total = evaluator.state_dict()["elapsed"]
@@ -334,20 +313,4 @@ def finish_run(
     split["collection_and_overhead_s"] = round(total - sum(split.values()), 1)
     split["total_s"] = round(total, 1)
     (hooks.run_dir / "timings.json").write_text(json.dumps(split, indent=1))
-
-    history = evaluator.history
-    print(
-        f"\n{label} on {task}: evaluation return (mean ± std over {evaluator.num_episodes} "
-        "episodes)"
-    )
-    for env_steps, mean, std, _ in history:
-        print(f"  {int(env_steps):>8d} env steps: {mean:8.1f} ± {std:6.1f}")
-    png = plot_learning_curves(
-        {label: [hooks.run_dir / "eval.csv"]},
-        hooks.run_dir / "learning_curve.png",
-        title=f"{task}, seed {seed}",
-        references=published_references(task, total_env_steps),
-    )
-    print(f"wall-clock {total / 60:.1f} min; split: {split}")
-    print(f"learning curve: {png}")
-    return {"history": history, "timings": split}
+    return split
