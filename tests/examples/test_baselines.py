@@ -200,6 +200,10 @@ def test_sac_example_short_run_and_resume(tmp_path):
     assert other.returncode != 0 and "replay_capacity=300" in other.stderr
     bad = _run(SAC, tmp_path / "bad", "env.task=cheeta-run")
     assert bad.returncode != 0 and "Did you mean 'cheetah-run'" in bad.stderr
+    # a budget within the random seed steps would train nothing: refused, nothing left behind
+    bad = _run(SAC, tmp_path / "bad", *SAC_TINY, "collector.total_env_steps=200")
+    assert bad.returncode != 0 and "never train" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_ppo_example_short_run(tmp_path):
@@ -211,6 +215,10 @@ def test_ppo_example_short_run(tmp_path):
     assert "8 PPO updates" in out.stdout  # 2 batches x 2 epochs x 2 mini-batches
     bad = _run(PPO, tmp_path / "bad", "loss.mini_batch_size=5000")
     assert bad.returncode != 0 and "mini_batch_size" in bad.stderr
+    # below one batch (was a ZeroDivisionError in the learning-rate schedule)
+    bad = _run(PPO, tmp_path / "bad", *PPO_TINY, "collector.total_env_steps=100")
+    assert bad.returncode != 0 and "less than one PPO batch" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
 
 
 # -- slow: default networks on a real task, and the benchmark end to end ---------------------
