@@ -34,12 +34,11 @@ def test_loss_equals_closed_form_return():
     system = LinearSystem()
     start = _start()
     loss = _loss(system, normalize_returns=False)
-    out = loss(start)
+    out, traj = loss.loss_and_trajectory(start)
     expected_j = system.objective(start["observation"], H, GAMMA)
     torch.testing.assert_close(out["loss_actor"], -expected_j.mean() / H, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out["imagined_return"], expected_j.mean(), rtol=1e-10, atol=1e-12)
     # the γ^H bootstrap: dropping it (w = 0) changes the loss by exactly mean(γ^H V(z_H))/H
-    traj = out["imagined_trajectory"]
     z_h = traj["next", "latent"][:, -1]
     torch.testing.assert_close(
         traj["next", "reward"].squeeze(-1) @ (GAMMA ** torch.arange(H, dtype=torch.float64))
@@ -153,7 +152,7 @@ def test_tdlambda_estimator_gives_lambda_return():
     )
     loss.make_value_estimator(ValueEstimators.TDLambda, gamma=GAMMA_T, lmbda=0.0)
     loss.double()
-    traj = loss(start)["imagined_trajectory"]
+    traj = loss.loss_and_trajectory(start)[1]
     one_step = traj["next", "reward"][:, 0, 0] + GAMMA * (traj["next", "latent"][:, 0] @ system.w)
     torch.testing.assert_close(loss(start)["loss_actor"], -one_step.mean() / H)
     with pytest.raises(NotImplementedError):

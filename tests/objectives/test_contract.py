@@ -55,15 +55,16 @@ def test_each_loss_reaches_only_its_parameters():
     data = _slices()
     core = [*wm.encoder.parameters(), *wm.module.parameters()]
 
-    actor_out = actor_loss(data[:, 0])
+    actor_out, trajectory = actor_loss.loss_and_trajectory(data[:, 0])
+    assert all(v.ndim == 0 for v in actor_out.values())  # scalars only: loggable
     actor_out["loss_actor"].backward()
     assert all(_nonzero(actor.parameters()))
     assert not any(_nonzero(wm.parameters())) and not any(_nonzero(critic.parameters()))
-    assert not actor_out["imagined_trajectory"].requires_grad
+    assert not trajectory.requires_grad
     assert {id(p) for p in actor_loss.parameters()} == {id(p) for p in actor.parameters()}
 
     _zero_grads(wm, actor, critic)
-    value_loss(actor_out["imagined_trajectory"])["loss_value"].backward()
+    value_loss(trajectory)["loss_value"].backward()
     assert all(_nonzero(critic.parameters()))
     assert not any(_nonzero(wm.parameters())) and not any(_nonzero(actor.parameters()))
 
@@ -118,7 +119,7 @@ def test_set_keys_end_to_end():
     assert loss_r.value_estimator.tensor_keys.reward == "rew"
 
     # value loss
-    traj = loss(data[:, 0])["imagined_trajectory"]
+    traj = loss.loss_and_trajectory(data[:, 0])[1]
     traj_r = traj.clone()
     traj_r["next"].rename_key_("reward", "rew").rename_key_("done", "d").rename_key_(
         "terminated", "term"
@@ -144,9 +145,9 @@ def test_reduction(which):
             )
             return loss, data[:, 0], ["loss_actor"]
         if which == "value":
-            traj = FirstOrderActorLoss(actor, critic, env, imagination_horizon=H)(data[:, 0])[
-                "imagined_trajectory"
-            ]
+            traj = FirstOrderActorLoss(
+                actor, critic, env, imagination_horizon=H
+            ).loss_and_trajectory(data[:, 0])[1]
             return TDLambdaValueLoss(critic, reduction=reduction), traj, ["loss_value"]
         return TDMPC2ModelLoss(wm, reduction=reduction), data, ["loss_consistency", "loss_reward"]
 
@@ -186,7 +187,7 @@ def test_state_dict_round_trip():
     )
     SoftUpdate(value_loss2, tau=0.01)
     value_loss2.load_state_dict(value_loss.state_dict())
-    traj = actor_loss(data[:, 0])["imagined_trajectory"]
+    traj = actor_loss.loss_and_trajectory(data[:, 0])[1]
     _renamed_keys_equal(value_loss, value_loss2, traj, traj, "loss_value")
 
     model_loss2 = TDMPC2ModelLoss(TDMPC2WorldModel(OBS, A, size="1M"))
@@ -212,9 +213,9 @@ def _move_all(device_or_dtype):
 def test_moved_losses_keep_working(device):
     actor_loss, value_loss, model_loss = _move_all(device)
     data = _slices(device)
-    out = actor_loss(data[:, 0])
+    out, traj = actor_loss.loss_and_trajectory(data[:, 0])
     assert out["loss_actor"].device.type == device
-    value_out = value_loss(out["imagined_trajectory"])
+    value_out = value_loss(traj)
     assert value_out["loss_value"].device.type == device
     assert model_loss(data)["loss_consistency"].device.type == device
 
@@ -224,7 +225,7 @@ def test_dtype_move_keeps_working():
     # copy that is left behind (e.g. a functional-params module) fails loudly
     actor_loss, value_loss, model_loss = _move_all(torch.float64)
     data = _slices().double()
-    out = actor_loss(data[:, 0])
+    out, traj = actor_loss.loss_and_trajectory(data[:, 0])
     assert out["loss_actor"].dtype == torch.float64
-    assert value_loss(out["imagined_trajectory"])["loss_value"].dtype == torch.float64
+    assert value_loss(traj)["loss_value"].dtype == torch.float64
     assert model_loss(data)["loss_reward"].dtype == torch.float64

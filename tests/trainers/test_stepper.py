@@ -71,12 +71,18 @@ def test_nonfinite_steps_are_skipped_then_stop():
     )
     stepper.step(None, _batch())
     wm_before = _params(loss.world_model)
+    adam_steps = int(next(iter(stepper.world_model_optimizer.state.values()))["step"])
     for _ in range(2):
         metrics = stepper.step(None, _batch(nan=True))
-    assert metrics["skipped_steps"].item() == 2
-    # the world-model step saw a NaN loss: its parameters are untouched and finite
-    for a, b in zip(wm_before, _params(loss.world_model)):
+    # only the world model reads the NaN reward: only its updates are counted as skipped
+    assert metrics["skipped_updates_world_model"].item() == 2
+    assert metrics["skipped_updates_actor"].item() == 0
+    assert metrics["skipped_updates_critic"].item() == 0
+    # the world-model step saw a NaN loss: its parameters and Adam state are untouched
+    for a, b in zip(wm_before, _params(loss.world_model), strict=True):
         assert torch.equal(a, b)
+    state = next(iter(stepper.world_model_optimizer.state.values()))
+    assert int(state["step"]) == adam_steps and torch.isfinite(state["exp_avg"]).all()
     stepper.step(None, _batch())  # a good step resets the run of failures
     assert stepper.nonfinite_in_a_row == 0
     with pytest.raises(NonFiniteLossError, match="3 optimisation steps in a row"):

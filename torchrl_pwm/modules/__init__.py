@@ -1,7 +1,14 @@
 """Networks: TD-MPC2's world model, PWM's actor and critic ensemble, and their blocks."""
 
 from torchrl_pwm.modules.actor import StateIndependentScale, make_pwm_actor
-from torchrl_pwm.modules.functional import soft_cross_entropy, symexp, symlog, two_hot, two_hot_inv
+from torchrl_pwm.modules.functional import (
+    soft_cross_entropy,
+    symexp,
+    symlog,
+    td_lambda_return,
+    two_hot,
+    two_hot_inv,
+)
 from torchrl_pwm.modules.layers import (
     EnsembleMLP,
     Mish,
@@ -28,6 +35,7 @@ __all__ = [
     "soft_cross_entropy",
     "symexp",
     "symlog",
+    "td_lambda_return",
     "trunc_normal_init_",
     "two_hot",
     "two_hot_inv",

@@ -64,12 +64,22 @@ class StateIndependentScale(nn.Module):
         self.min_log_std = min_log_std
         self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
 
+    @torch.no_grad()
+    def clamp_(self) -> StateIndependentScale:
+        """Clamp the stored log-std to ``>= min_log_std`` in place (after an optimiser step)."""
+        self.log_std.clamp_(min=self.min_log_std)
+        return self
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc = self.net(x)
-        # In-place on .data, as the original: no version bump, so repeated calls inside one
-        # differentiable rollout stay valid.
-        self.log_std.data.clamp_(min=self.min_log_std)
-        return loc, self.log_std.exp().expand_as(loc)
+        if not torch.compiler.is_compiling():
+            # In-place on .data, as the original: no version bump, so repeated calls inside
+            # one differentiable rollout stay valid. A traced forward cannot write its
+            # parameters: PWMOptimizationStepper clamps after each actor step instead.
+            self.log_std.data.clamp_(min=self.min_log_std)
+        # straight-through: the clamped value, the gradient of the identity (as the original)
+        log_std = self.log_std + (self.log_std.clamp(min=self.min_log_std) - self.log_std).detach()
+        return loc, log_std.exp().expand_as(loc)
 
 
 def _actor_mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:

@@ -10,28 +10,99 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchrl.modules import functional as _trl
 
-__all__ = ["soft_cross_entropy", "symexp", "symlog", "two_hot", "two_hot_inv"]
+__all__ = [
+    "soft_cross_entropy",
+    "symexp",
+    "symlog",
+    "td_lambda_return",
+    "two_hot",
+    "two_hot_inv",
+]
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x) * log(1 + |x|)``.
+    """``sign(x) * log(1 + |x|)``: TorchRL's :func:`torchrl.modules.functional.symlog`.
+
+    TorchRL's keeps the true slope 1 at ``x = 0`` (``sign(x)`` alone would give a zero
+    gradient there), so it is used as is.
 
     Examples:
         >>> symlog(torch.tensor([-1.0, 0.0, 1.0]))
         tensor([-0.6931,  0.0000,  0.6931])
     """
-    return torch.sign(x) * torch.log1p(x.abs())
+    return _trl.symlog(x)
 
 
 def symexp(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x) * (exp(|x|) - 1)``, the inverse of :func:`symlog`.
+    """``sign(x) * (exp(|x|) - 1)``, the inverse of :func:`symlog` (TorchRL's).
 
     Examples:
         >>> symexp(symlog(torch.tensor([-3.0, 0.5])))
         tensor([-3.0000,  0.5000])
     """
-    return torch.sign(x) * torch.expm1(x.abs())
+    return _trl.symexp(x)
+
+
+def td_lambda_return(
+    reward: torch.Tensor,
+    next_value: torch.Tensor,
+    *,
+    gamma: float | torch.Tensor,
+    lmbda: float | torch.Tensor,
+    done: torch.Tensor | None = None,
+    terminated: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""TD(λ) returns of trajectories laid out ``[..., T, 1]`` (time second to last).
+
+    The recursion, from ``G_{T-1} = r_{T-1} + γ V(s_T)`` backwards:
+
+    .. math::
+        G_t = r_t + \gamma \big((1-\lambda) V(s_{t+1}) + \lambda G_{t+1}\big),
+
+    where ``done_t`` cuts the λ-chain (``G_{t+1}`` replaced by ``V(s_{t+1})``) and
+    ``terminated_t`` zeroes ``V(s_{t+1})``. ``λ = 1`` is TD(1) (the discounted return with a
+    bootstrap at the end), ``λ = 0`` is TD(0). Same targets as TorchRL's
+    :class:`~torchrl.objectives.value.TDLambdaEstimator` (tested), but a fixed-length loop of
+    elementwise ops: no ``.item()``, no data-dependent shapes, so it compiles with
+    ``fullgraph=True`` and never waits on the device.
+
+    Args:
+        reward: ``[..., T, 1]`` rewards ``r_t``.
+        next_value: ``[..., T, 1]`` values ``V(s_{t+1})``.
+
+    Keyword Args:
+        gamma: discount.
+        lmbda: λ.
+        done: ``[..., T, 1]`` booleans (default: none; the last step is always a bootstrap).
+        terminated: ``[..., T, 1]`` booleans (default: none).
+
+    Returns:
+        ``[..., T, 1]`` returns ``G_t``.
+
+    Examples:
+        >>> r = torch.ones(1, 3, 1)
+        >>> v = torch.zeros(1, 3, 1)
+        >>> td_lambda_return(r, v, gamma=0.5, lmbda=1.0).squeeze()  # 1 + .5 + .25, ...
+        tensor([1.7500, 1.5000, 1.0000])
+    """
+    if reward.shape != next_value.shape:
+        raise ValueError(
+            f"reward {tuple(reward.shape)} and next_value {tuple(next_value.shape)} differ."
+        )
+    horizon = reward.shape[-2]
+    if terminated is not None:
+        next_value = torch.where(terminated, torch.zeros_like(next_value), next_value)
+    returns = [None] * horizon
+    ret = next_value[..., -1, :]
+    for t in range(horizon - 1, -1, -1):
+        value = next_value[..., t, :]
+        if done is not None:
+            ret = torch.where(done[..., t, :], value, ret)
+        ret = reward[..., t, :] + gamma * ((1 - lmbda) * value + lmbda * ret)
+        returns[t] = ret
+    return torch.stack(returns, -2)
 
 
 def two_hot(

@@ -201,37 +201,35 @@ class EnsembleMLP(nn.Module):
             nn.init.zeros_(self.weights[-1])
         self.activation = activation()
 
-    def _block(self, h: torch.Tensor, k: int, i: int) -> torch.Tensor:
-        """Activation and LayerNorm of member ``k`` after hidden layer ``i``."""
+    def _block(self, h: torch.Tensor, i: int) -> torch.Tensor:
+        """Activation and LayerNorm (per-member affine) of all members after hidden layer ``i``;
+        ``h`` is ``[N, n, features]``."""
         norm = (h.shape[-1],)
-        w, b = self.norm_weights[i][k, 0], self.norm_biases[i][k, 0]
+        w, b = self.norm_weights[i], self.norm_biases[i]  # [N, 1, features]
         if self.norm_first:
-            return self.activation(nn.functional.layer_norm(h, norm, w, b))
-        return nn.functional.layer_norm(self.activation(h), norm, w, b)
+            return self.activation(torch.addcmul(b, nn.functional.layer_norm(h, norm), w))
+        return torch.addcmul(b, nn.functional.layer_norm(self.activation(h), norm), w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
-        n_members, n_layers = self.ensemble_size, len(self.weights)
-        # The input is shared: the first layer of all members is one GEMM. The other layers
-        # run member by member with fused addmm/layer_norm, which is faster on CPU than
-        # batched bmm with a broadcast LayerNorm affine (see benchmarks/losses.py).
+        n_members = self.ensemble_size
+        # The input is shared: the first layer of all members is one GEMM; the others are one
+        # batched GEMM each ([N, n, in] @ [N, in, out]), with the LayerNorm affine broadcast
+        # over members, so the whole ensemble is a fixed, small number of kernels.
         w0 = self.weights[0]
-        h0 = torch.addmm(
+        h = torch.addmm(
             self.biases[0].transpose(0, 1).reshape(1, -1),
             x,
             w0.transpose(0, 1).reshape(w0.shape[1], -1),
         )
         if self.dropout and self.training:
-            h0 = nn.functional.dropout(h0, self.dropout, training=True)
-        outs = []
-        for k, h in enumerate(h0.chunk(n_members, dim=-1)):
-            for i in range(1, n_layers):
-                h = self._block(h, k, i - 1)
-                h = torch.addmm(self.biases[i][k], h, self.weights[i][k])
-            outs.append(h)
-        # [B, N, out] -> [*B, N, out]
-        return torch.stack(outs, -2).reshape(*batch, n_members, outs[0].shape[-1])
+            h = nn.functional.dropout(h, self.dropout, training=True)
+        h = h.view(x.shape[0], n_members, -1).transpose(0, 1)  # [N, n, hidden]
+        for i in range(1, len(self.weights)):
+            h = torch.baddbmm(self.biases[i], self._block(h, i - 1), self.weights[i])
+        # [N, n, out] -> [*B, N, out]
+        return h.transpose(0, 1).reshape(*batch, n_members, h.shape[-1])
 
     def extra_repr(self) -> str:
         sizes = [w.shape[1] for w in self.weights] + [self.weights[-1].shape[2]]

@@ -52,16 +52,30 @@ class _TaskConditioning(nn.Module):
         self.register_buffer("action_masks", masks)
 
     @staticmethod
-    def _index(task: torch.Tensor) -> torch.Tensor:
+    def _index(task: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
+        """Task ids broadcast to ``batch_shape``: ``[*B]``, ``[*B, 1]`` or a trailing part of
+        ``B`` (e.g. ``[B]`` for ``[T, B]`` inputs, as TD-MPC2 broadcasts over time)."""
         if task.dtype.is_floating_point:
             raise TypeError(f"task ids must be integers, got dtype {task.dtype}.")
-        return task.squeeze(-1) if task.ndim and task.shape[-1] == 1 else task
+        if task.shape == (*batch_shape, 1):
+            task = task.squeeze(-1)
+        if task.shape != batch_shape:
+            if task.ndim > len(batch_shape) or batch_shape[len(batch_shape) - task.ndim :] != (
+                task.shape
+            ):
+                raise ValueError(
+                    f"task ids of shape {tuple(task.shape)} do not match inputs of batch shape "
+                    f"{tuple(batch_shape)}: expected {tuple(batch_shape)}, "
+                    f"{(*batch_shape, 1)} or a trailing part of it."
+                )
+            task = task.expand(batch_shape)
+        return task.long()
 
-    def embed(self, task: torch.Tensor) -> torch.Tensor:
-        return self.embedding(self._index(task).long())
+    def embed(self, task: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
+        return self.embedding(self._index(task, batch_shape))
 
     def mask(self, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        return action * self.action_masks[self._index(task).long()]
+        return action * self.action_masks[self._index(task, action.shape[:-1])]
 
 
 class _Encoder(nn.Module):
@@ -79,7 +93,9 @@ class _Encoder(nn.Module):
                 "take observations zero-padded to the task set's largest observation."
             )
         if self.tasks is not None:
-            observation = torch.cat([observation, self.tasks.embed(task)], -1)
+            observation = torch.cat(
+                [observation, self.tasks.embed(task, observation.shape[:-1])], -1
+            )
         return self.net(observation)
 
 
@@ -96,7 +112,8 @@ class _LatentActionNet(nn.Module):
     ) -> torch.Tensor:
         if self.tasks is None:
             return torch.cat([latent, action], -1)
-        return torch.cat([latent, self.tasks.embed(task), self.tasks.mask(action, task)], -1)
+        embedding = self.tasks.embed(task, latent.shape[:-1])
+        return torch.cat([latent, embedding, self.tasks.mask(action, task)], -1)
 
     def forward(
         self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None

@@ -2,8 +2,61 @@
 
 from __future__ import annotations
 
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import nn
 from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import dispatch_value_estimator
+
+
+def detached_parameters(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``{name: detached tensor}`` of ``module``'s parameters and buffers, for
+    :func:`torch.func.functional_call`: gradients flow through the module to its inputs but
+    not into its parameters, and no ``requires_grad`` flag is changed (``hold_out_net``
+    re-enables every flag on exit, unfreezing partly frozen models)."""
+    out = {name: p.detach() for name, p in module.named_parameters()}
+    out.update(dict(module.named_buffers()))
+    return out
+
+
+def call_held_out(
+    network: TensorDictModuleBase,
+    inputs: dict[NestedKey, torch.Tensor],
+    out_key: NestedKey,
+    params: TensorDictBase | None = None,
+) -> torch.Tensor:
+    """``network``'s ``out_key`` on ``inputs``, with its parameters (or ``params``, shaped like
+    ``TensorDict.from_module(network)``) detached: gradients reach the inputs only.
+
+    A :class:`~tensordict.nn.TensorDictModule` over a tensor module is called directly
+    (:func:`torch.func.functional_call`, compile-friendly); any other TensorDict module
+    through its TensorDict interface with the parameters swapped in.
+    """
+    if (
+        isinstance(network, TensorDictModule)
+        and isinstance(network.module, nn.Module)
+        and not isinstance(network.module, TensorDictModuleBase)
+    ):
+        if params is None:
+            named = detached_parameters(network.module)
+        else:
+            flat = params.detach().flatten_keys(".")
+            named = {
+                k.removeprefix("module."): v for k, v in flat.items() if k.startswith("module.")
+            }
+        out = torch.func.functional_call(
+            network.module, named, tuple(inputs[k] for k in network.in_keys)
+        )
+        if not isinstance(out, tuple):
+            out = (out,)
+        return out[network.out_keys.index(out_key)]
+    first = next(iter(inputs.values()))
+    td = TensorDict(inputs, batch_size=first.shape[:-1])
+    params = TensorDict.from_module(network) if params is None else params
+    with params.detach().to_module(network):
+        return network(td).get(out_key)
 
 
 def estimator_keys(loss: LossModule) -> dict:

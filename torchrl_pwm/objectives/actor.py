@@ -8,29 +8,51 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
-from torchrl.envs.utils import ExplorationType
-from torchrl.objectives import LossModule, ValueEstimators, hold_out_net
-from torchrl.objectives.utils import _reduce
-from torchrl.objectives.value import TD1Estimator
+from torch import nn
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.objectives import LossModule, ValueEstimators
 
 from torchrl_pwm.envs import LatentWorldModelEnv
-from torchrl_pwm.objectives._utils import forward_estimator_keys, make_estimator
+from torchrl_pwm.modules import StateIndependentScale, td_lambda_return
+from torchrl_pwm.objectives._utils import (
+    call_held_out,
+    detached_parameters,
+    forward_estimator_keys,
+    make_estimator,
+)
 
 __all__ = ["FirstOrderActorLoss"]
 
 
-class _DetachedInputPolicy(TensorDictModuleBase):
-    """Runs the actor on detached inputs, so ``d a_h / d z_h`` is cut (PWM's ``detach``)."""
+class _ModelCalls(nn.Module):
+    """``forward(name, *args)`` calls ``world_model.<name>(*args)``: one module to
+    reparametrise with :func:`torch.func.functional_call`, so that every parameter the call
+    reads (the task embedding too, which several networks share) enters detached."""
 
-    def __init__(self, actor: TensorDictModuleBase):
+    def __init__(self, world_model: nn.Module) -> None:
         super().__init__()
-        self.actor = actor
-        self.in_keys = list(actor.in_keys)
-        self.out_keys = list(actor.out_keys)
+        self.world_model = world_model
 
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        out = self.actor(tensordict.select(*self.in_keys).detach())
-        return tensordict.update(out.select(*self.out_keys))
+    def forward(self, name: str, *args):
+        return getattr(self.world_model, name)(*args)
+
+
+def _tanh_gaussian_head(actor: TensorDictModuleBase) -> StateIndependentScale | None:
+    """The ``(loc, scale)`` network of a :func:`~torchrl_pwm.modules.make_pwm_actor` actor
+    with ``[-1, 1]`` bounds, for the tensor fast path; ``None`` for any other actor."""
+    try:
+        head, dist = actor.module[0], actor.module[1]
+        kwargs = dist.distribution_kwargs
+    except (AttributeError, IndexError, TypeError):
+        return None
+    if not isinstance(head, TensorDictModule) or not isinstance(head.module, StateIndependentScale):
+        return None
+    if dist.distribution_class.__name__ != "TanhNormal" or (
+        kwargs.get("low"),
+        kwargs.get("high"),
+    ) != (-1.0, 1.0):
+        return None
+    return head.module
 
 
 class FirstOrderActorLoss(LossModule):
@@ -65,17 +87,35 @@ class FirstOrderActorLoss(LossModule):
         normalize_returns: running-std normalisation of the loss (``True``).
         detach_policy_input: the actor sees ``sg(z_h)`` while dynamics and reward see ``z_h``
             (``True``, as the original code).
+        value_network_params: the parameters the bootstrap ``V(z_H)`` is computed with
+            (default ``None``: the critic's own, as PWM). Pass a target critic's parameters,
+            e.g. ``TDLambdaValueLoss.target_value_network_params``, to bootstrap from the
+            target as SHAC does; they are read at every call, so soft updates are seen.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over start states.
+
+    The imagination is a loop of tensor calls (dynamics and actor per step; the reward head
+    and the critic once on the stacked ``[B, H]`` latents), with the world model's and the
+    critic's parameters entering detached: no host synchronisation, no data-dependent
+    shapes, and it compiles with ``fullgraph=True``. It is the same rollout as
+    :class:`~torchrl_pwm.envs.LatentWorldModelEnv`'s ``rollout`` with the actor (tested).
+    Actors built by :func:`~torchrl_pwm.modules.make_pwm_actor` with ``[-1, 1]`` bounds are
+    sampled directly from their ``(loc, scale)`` head; any other TorchRL actor is called
+    through its TensorDict interface under ``ExplorationType.RANDOM``.
 
     Only the actor is a registered sub-module of this loss: ``loss.parameters()`` yields the
     actor's parameters and the running statistics are buffers. The critic and the
     environment (with its world model) are referenced, not owned — their own losses own
     them — so move and save them with their owners.
 
-    The output holds ``loss_actor``, the detached diagnostics ``imagined_return`` (mean
-    ``J``), ``return_std`` (the normaliser) and ``action_std``, and
-    ``imagined_trajectory``: the detached ``[B, H]`` imagined trajectory, input of
-    :class:`~torchrl_pwm.objectives.TDLambdaValueLoss`.
+    The output holds the scalars ``loss_actor`` and the detached diagnostics
+    ``imagined_return`` (mean ``J``), ``return_std`` (the normaliser) and ``action_std``.
+    :meth:`loss_and_trajectory` also returns the detached ``[B, H]`` imagined trajectory,
+    the input of :class:`~torchrl_pwm.objectives.TDLambdaValueLoss`.
+
+    A batch whose loss is not finite leaves the return statistics unchanged; an optimiser
+    that skips a step for a non-finite gradient rolls them back with
+    :meth:`keep_return_statistics` (:class:`~torchrl_pwm.trainers.PWMOptimizationStepper`
+    does), so one bad batch never poisons later steps.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -88,8 +128,13 @@ class FirstOrderActorLoss(LossModule):
         >>> loss = FirstOrderActorLoss(actor, critic, env, imagination_horizon=4)
         >>> loss.make_value_estimator(gamma=0.99)
         >>> out = loss(TensorDict(observation=torch.randn(8, 5), batch_size=[8]))
-        >>> out["loss_actor"].shape, out["imagined_trajectory"].shape
-        (torch.Size([]), torch.Size([8, 4]))
+        >>> out["loss_actor"].shape
+        torch.Size([])
+        >>> out, trajectory = loss.loss_and_trajectory(
+        ...     TensorDict(observation=torch.randn(8, 5), batch_size=[8])
+        ... )
+        >>> trajectory.shape, trajectory["next", "reward"].shape
+        (torch.Size([8, 4]), torch.Size([8, 4, 1]))
         >>> out["loss_actor"].backward()
     """
 
@@ -142,6 +187,7 @@ class FirstOrderActorLoss(LossModule):
         imagination_horizon: int = 16,
         normalize_returns: bool = True,
         detach_policy_input: bool = True,
+        value_network_params: TensorDictBase | None = None,
         reduction: str | None = None,
     ) -> None:
         super().__init__()
@@ -154,6 +200,8 @@ class FirstOrderActorLoss(LossModule):
         # Referenced, not registered: their parameters belong to other losses.
         self.__dict__["value_network"] = value_network
         self.__dict__["model_based_env"] = model_based_env
+        self.__dict__["_bootstrap_params"] = value_network_params
+        self.__dict__["_model_calls"] = _ModelCalls(model_based_env.world_model)
         self.imagination_horizon = imagination_horizon
         self.normalize_returns = normalize_returns
         self.detach_policy_input = detach_policy_input
@@ -171,8 +219,12 @@ class FirstOrderActorLoss(LossModule):
         """Set the return estimator: ``TD1`` (default, gamma 0.99) or ``TDLambda``."""
         make_estimator(self, value_type, **hyperparams)
 
-    def _start_states(self, tensordict: TensorDictBase) -> TensorDictBase:
+    def _start_latents(
+        self, tensordict: TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Flat start latents ``[B, L]`` (no gradient) and task ids ``[B]`` (or ``None``)."""
         env = self.model_based_env
+        wm = env.world_model
         keys = self.tensor_keys
         has_obs = keys.observation in tensordict.keys(True)
         if not has_obs and keys.latent not in tensordict.keys(True):
@@ -180,18 +232,146 @@ class FirstOrderActorLoss(LossModule):
                 f"FirstOrderActorLoss needs start states under {keys.observation!r} "
                 f"(encoded by the world model) or {keys.latent!r}."
             )
-        # Observations win over stored latents, which may be stale (encoded by an older
-        # encoder at collection time) or placeholders (random seed frames).
-        src, dst = (
-            (keys.observation, env.observation_key) if has_obs else (keys.latent, env.latent_key)
-        )
-        start = TensorDict({dst: tensordict.get(src).detach()}, batch_size=tensordict.batch_size)
+        tensordict = tensordict.reshape(-1)
+        task = None
         if env.task_key is not None:
-            start.set(env.task_key, tensordict.get(env.task_key))
-        return start.reshape(-1)
+            if env.task_key not in tensordict.keys(True):
+                raise KeyError(f"A multi-task world model needs {env.task_key!r} in the input.")
+            task = tensordict.get(env.task_key)
+            task = task.reshape(tensordict.shape)  # [B] (also from [B, 1])
+        # Observations win over stored latents, which may be stale (encoded by an older
+        # encoder at collection time) or placeholders (random seed frames). The start latent
+        # does not depend on the actor: no graph.
+        if has_obs:
+            with torch.no_grad():
+                latent = wm.encode(tensordict.get(keys.observation), task)
+        else:
+            latent = tensordict.get(keys.latent).detach()
+        return latent, task
+
+    def _sample_action(
+        self, latent: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[NestedKey, torch.Tensor]]:
+        """``(a, σ, extras)`` with ``a = tanh(μ + σ·ε)``, reparameterised (``rsample``);
+        ``extras`` are any other outputs of a generic actor (carried into the trajectory)."""
+        head = _tanh_gaussian_head(self.actor_network)
+        if head is not None:
+            loc, scale = head(latent)
+            return torch.tanh(loc + scale * torch.randn_like(loc)), scale, {}
+        # any other TorchRL actor: through its TensorDict interface
+        in_key = self.actor_network.in_keys[0]
+        td = TensorDict({in_key: latent}, batch_size=latent.shape[:-1])
+        with set_exploration_type(ExplorationType.RANDOM):
+            td = self.actor_network(td)
+        action = td.get("action")
+        scale = td.get("scale", None)
+        extras = {k: td.get(k) for k in td.keys(True, True) if k not in (in_key, "action", "scale")}
+        return action, scale if scale is not None else torch.zeros_like(action), extras
+
+    def _bootstrap_values(self, latent: torch.Tensor) -> torch.Tensor:
+        """``min_k V_k(latent)`` with the critic held out (gradient to ``latent`` only)."""
+        return call_held_out(
+            self.value_network,
+            {self.value_network.in_keys[0]: latent},
+            self.tensor_keys.value,
+            params=self.__dict__.get("_bootstrap_params"),
+        )
+
+    def imagine_from_latents(
+        self, latent: torch.Tensor, task: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The imagination of :meth:`imagine` on tensors: start latents ``[B, L]`` (and task
+        ids ``[B]``) to ``J`` (``"return"``, ``[B, 1]``) and the ``[B, H]`` trajectory
+        (``"latent"`` ``[B, H + 1, L]``, ``"action"``, ``"scale"``, ``"reward"``).
+
+        The dynamics run in a loop of tensors; the reward head and the critic once on the
+        stacked latents. The world model's and the critic's parameters enter detached, so no
+        gradient is computed for them and their ``requires_grad`` flags are never touched.
+        """
+        model = self._model_calls
+        params = detached_parameters(model)
+        latents, actions, scales, extras = [], [], [], []
+        z = latent
+        for _ in range(self.imagination_horizon):
+            latents.append(z)
+            action, scale, extra = self._sample_action(
+                z.detach() if self.detach_policy_input else z
+            )
+            actions.append(action)
+            scales.append(scale)
+            extras.append(extra)
+            z = torch.func.functional_call(model, params, ("next", z, action, task))
+        latents.append(z)
+        states = torch.stack(latents, 1)  # [B, H + 1, L]
+        action = torch.stack(actions, 1)
+        task_seq = task.unsqueeze(1).expand(action.shape[:2]) if task is not None else None
+        reward = torch.func.functional_call(
+            model, params, ("reward", states[:, :-1], action, task_seq)
+        )  # [B, H, 1]
+        gamma, lmbda = self._gamma_lambda()
+        if lmbda == 1.0:
+            # TD(1) only reads the last bootstrap: evaluate the critic there only.
+            last = self._bootstrap_values(states[:, -1]).unsqueeze(1)
+            next_value = torch.cat([torch.zeros_like(reward[:, 1:]), last], 1)
+        else:
+            next_value = self._bootstrap_values(states[:, 1:])
+        returns = td_lambda_return(reward, next_value, gamma=gamma, lmbda=lmbda)
+        rollout = {
+            "return": returns[:, 0],
+            "latent": states,
+            "action": action,
+            "scale": torch.stack(scales, 1),
+            "reward": reward,
+        }
+        for key in extras[0]:
+            rollout[key] = torch.stack([e[key] for e in extras], 1)
+        return rollout
+
+    def _trajectory(self, rollout: dict, task: torch.Tensor | None) -> TensorDictBase:
+        """The ``[B, H]`` trajectory TensorDict (the keys of
+        :class:`~torchrl_pwm.envs.LatentWorldModelEnv`'s rollouts)."""
+        env = self.model_based_env
+        states, action = rollout["latent"], rollout["action"]
+        shape = action.shape[:2]
+        flags = torch.zeros((*shape, 1), dtype=torch.bool, device=action.device)
+        next_td = {
+            env.latent_key: states[:, 1:],
+            self.tensor_keys.reward: rollout["reward"],
+            self.tensor_keys.done: flags,
+            self.tensor_keys.terminated: flags,
+        }
+        traj = {env.latent_key: states[:, :-1], "action": action, "scale": rollout["scale"]}
+        standard = ("return", "latent", "action", "scale", "reward")
+        traj.update({k: v for k, v in rollout.items() if k not in standard})
+        if task is not None:
+            task_seq = task.unsqueeze(1).expand(shape)
+            traj[env.task_key] = task_seq
+            next_td[env.task_key] = task_seq
+        trajectory = TensorDict(traj, batch_size=shape)
+        trajectory.set("next", TensorDict(next_td, batch_size=shape))
+        return trajectory
+
+    def imagine(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
+        """Roll out the actor in imagination from the start states of ``tensordict``.
+
+        Returns ``J`` (``[B, 1]``, differentiable w.r.t. the actor only) and the ``[B, H]``
+        trajectory (``latent``, ``action``, ``scale``, ``("next", "latent" | "reward" |
+        "done" | "terminated")``), computed by :meth:`imagine_from_latents`.
+        """
+        latent, task = self._start_latents(tensordict)
+        rollout = self.imagine_from_latents(latent, task)
+        return rollout["return"], self._trajectory(rollout, task)
+
+    def _gamma_lambda(self) -> tuple[torch.Tensor, float]:
+        estimator = self.value_estimator
+        gamma = estimator.gamma
+        lmbda = float(getattr(estimator, "lmbda", 1.0))  # TD(1) has none: λ = 1
+        return gamma, lmbda
 
     @torch.no_grad()
     def _update_return_stats(self, per_sample_loss: torch.Tensor) -> None:
+        """Merge the batch's biased variance into the running statistics; a non-finite batch
+        leaves them unchanged (decided on device: no host synchronisation)."""
         batch_mean = per_sample_loss.mean()
         batch_var = per_sample_loss.var(unbiased=False)
         batch_count = per_sample_loss.numel()
@@ -202,45 +382,34 @@ class FirstOrderActorLoss(LossModule):
             + batch_var * batch_count
             + delta.square() * self.return_count * batch_count / total
         )
-        self.return_mean.add_(delta * batch_count / total)
-        self.return_var.copy_(m2 / total)
-        self.return_count.copy_(total)
-
-    def imagine(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
-        """Roll out the actor in imagination; return ``J`` (``[B, 1]``) and the trajectory."""
-        env = self.model_based_env
-        policy = (
-            _DetachedInputPolicy(self.actor_network)
-            if self.detach_policy_input
-            else self.actor_network
+        finite = torch.isfinite(batch_mean) & torch.isfinite(batch_var)
+        self.return_mean.copy_(
+            torch.where(finite, self.return_mean + delta * batch_count / total, self.return_mean)
         )
-        with hold_out_net(env), hold_out_net(self.value_network):
-            start = env.reset(self._start_states(tensordict))
-            traj = env.rollout(
-                self.imagination_horizon,
-                policy,
-                auto_reset=False,
-                tensordict=start,
-                break_when_any_done=False,
-            )
-            next_td = traj.get("next")
-            value_key = self.tensor_keys.value
-            if isinstance(self.value_estimator, TD1Estimator):
-                # TD(1) only reads the last bootstrap: evaluate the critic there only.
-                last = self.value_network(next_td[:, -1:].select(*self.value_network.in_keys))
-                last_value = last.get(value_key)
-                next_value = torch.cat(
-                    [torch.zeros_like(last_value).expand(-1, traj.shape[1] - 1, -1), last_value],
-                    1,
-                )
-            else:
-                values = self.value_network(next_td.select(*self.value_network.in_keys))
-                next_value = values.get(value_key)
-            returns = self.value_estimator.value_estimate(traj, next_value=next_value, time_dim=1)
-        return returns[:, 0], traj
+        self.return_var.copy_(torch.where(finite, m2 / total, self.return_var))
+        self.return_count.copy_(torch.where(finite, total, self.return_count))
 
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        objective, traj = self.imagine(tensordict)
+    def return_statistics(self) -> torch.Tensor:
+        """A copy of the running ``(mean, var, count)`` of the normaliser, for
+        :meth:`keep_return_statistics`."""
+        return torch.stack([self.return_mean, self.return_var, self.return_count]).clone()
+
+    @torch.no_grad()
+    def keep_return_statistics(self, saved: torch.Tensor, accept: torch.Tensor) -> None:
+        """Roll the normaliser back to ``saved`` unless ``accept`` (a boolean tensor): an
+        optimiser that skips a step also discards the statistics that step committed."""
+        for buf, old in zip(
+            (self.return_mean, self.return_var, self.return_count), saved, strict=True
+        ):
+            buf.copy_(torch.where(accept, buf, old))
+
+    def loss_from_latents(
+        self, latent: torch.Tensor, task: torch.Tensor | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``(loss outputs, rollout)`` from start latents ``[B, L]``: the tensor path of
+        :meth:`loss_and_trajectory`, which the stepper compiles (``fullgraph=True``)."""
+        rollout = self.imagine_from_latents(latent, task)
+        objective = rollout["return"]
         per_sample = -objective.squeeze(-1)
         if self.normalize_returns:
             if self.training:
@@ -248,20 +417,22 @@ class FirstOrderActorLoss(LossModule):
             scale = (self.return_var + 1e-5).sqrt()
         else:
             scale = torch.full_like(self.return_var, float(self.imagination_horizon))
-        loss = _reduce(per_sample / scale, self.reduction)
-        action_std = traj.get("scale", None)
-        out = TensorDict(
-            {
-                "loss_actor": loss,
-                "imagined_return": objective.detach().mean(),
-                "return_std": scale.detach(),
-                "action_std": (
-                    action_std.detach().mean()
-                    if action_std is not None
-                    else torch.zeros((), device=loss.device)
-                ),
-                "imagined_trajectory": traj.detach(),
-            },
-            batch_size=[],
-        )
-        return out
+        out = {
+            "loss_actor": self._reduce_loss(per_sample / scale),
+            "imagined_return": objective.detach().mean(),
+            "return_std": scale.detach(),
+            "action_std": rollout["scale"].detach().mean(),
+        }
+        return out, {k: v.detach() for k, v in rollout.items() if k != "return"}
+
+    def loss_and_trajectory(
+        self, tensordict: TensorDictBase
+    ) -> tuple[TensorDictBase, TensorDictBase]:
+        """The loss output of :meth:`forward` and the detached ``[B, H]`` imagined trajectory
+        (the input of :class:`~torchrl_pwm.objectives.TDLambdaValueLoss`)."""
+        latent, task = self._start_latents(tensordict)
+        out, rollout = self.loss_from_latents(latent, task)
+        return TensorDict(out, batch_size=[]), self._trajectory(rollout, task)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return self.loss_and_trajectory(tensordict)[0]

@@ -25,7 +25,9 @@ class PWMLoss(LossModule):
     - ``loss_actor``: :class:`FirstOrderActorLoss` from the slices' first observations;
     - ``loss_value``: :class:`TDLambdaValueLoss` on that imagined trajectory;
 
-    plus the components' detached diagnostics and the ``imagined_trajectory``. The three losses
+    plus the components' detached diagnostics, all scalars (so TorchRL's Trainer can log
+    every output). The imagined trajectory is
+    ``loss.actor_loss.loss_and_trajectory(data[:, 0])[1]``. The three losses
     touch disjoint parameters, so summing them and stepping one optimiser is correct, but PWM
     uses three optimisers and several critic minibatches per actor step:
     :class:`~torchrl_pwm.trainers.PWMOptimizationStepper` does that with the components
@@ -41,6 +43,9 @@ class PWMLoss(LossModule):
         normalize_returns: see :class:`FirstOrderActorLoss` (``True``).
         detach_policy_input: see :class:`FirstOrderActorLoss` (``True``).
         use_target_value_network: see :class:`TDLambdaValueLoss` (``False``).
+        actor_bootstrap: the critic the actor's ``γᴴ V(z_H)`` uses: ``"online"`` (default, the
+            original PWM code) or ``"target"`` (SHAC; needs
+            ``use_target_value_network=True``).
         consistency_coef: see :class:`TDMPC2ModelLoss` (20).
         reward_coef: see :class:`TDMPC2ModelLoss` (0.1).
         temporal_discount: see :class:`TDMPC2ModelLoss` (0.99).
@@ -81,12 +86,23 @@ class PWMLoss(LossModule):
         normalize_returns: bool = True,
         detach_policy_input: bool = True,
         use_target_value_network: bool = False,
+        actor_bootstrap: str = "online",
         consistency_coef: float = 20.0,
         reward_coef: float = 0.1,
         temporal_discount: float = 0.99,
         reduction: str | None = None,
     ) -> None:
         super().__init__()
+        if actor_bootstrap not in ("online", "target"):
+            raise ValueError(
+                f"actor_bootstrap must be 'online' or 'target', got {actor_bootstrap!r}."
+            )
+        if actor_bootstrap == "target" and not use_target_value_network:
+            raise ValueError("actor_bootstrap='target' needs use_target_value_network=True.")
+        self.value_loss = TDLambdaValueLoss(
+            value_network, use_target_network=use_target_value_network, reduction=reduction
+        )
+        self.actor_bootstrap = actor_bootstrap
         self.world_model_loss = TDMPC2ModelLoss(
             world_model,
             consistency_coef=consistency_coef,
@@ -103,10 +119,10 @@ class PWMLoss(LossModule):
             imagination_horizon=imagination_horizon,
             normalize_returns=normalize_returns,
             detach_policy_input=detach_policy_input,
+            value_network_params=(
+                self.value_loss.target_value_network_params if actor_bootstrap == "target" else None
+            ),
             reduction=reduction,
-        )
-        self.value_loss = TDLambdaValueLoss(
-            value_network, use_target_network=use_target_value_network, reduction=reduction
         )
 
     @property
@@ -150,8 +166,7 @@ class PWMLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         model_out = self.world_model_loss(tensordict)
-        actor_out = self.actor_loss(tensordict[:, 0])
-        trajectory = actor_out.get("imagined_trajectory")
+        actor_out, trajectory = self.actor_loss.loss_and_trajectory(tensordict[:, 0])
         value_out = self.value_loss(trajectory)
         out = TensorDict(batch_size=[])
         out.update(model_out).update(actor_out).update(value_out)

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
+from torch import nn
 from torchrl.objectives import LossModule, ValueEstimators
-from torchrl.objectives.utils import _reduce
+from torchrl.objectives.value import TD0Estimator, TD1Estimator
 
-from torchrl_pwm.objectives._utils import forward_estimator_keys, make_estimator
+from torchrl_pwm.modules import td_lambda_return
+from torchrl_pwm.objectives._utils import call_held_out, forward_estimator_keys, make_estimator
 
 __all__ = ["TDLambdaValueLoss"]
 
@@ -141,40 +143,92 @@ class TDLambdaValueLoss(LossModule):
         """Set the target estimator: ``TDLambda`` (default: gamma 0.99, lmbda 0.95), TD0, TD1."""
         make_estimator(self, value_type, **hyperparams)
 
-    def _values(self, tensordict: TensorDictBase, params: TensorDictParams) -> TensorDictBase:
-        td = tensordict.select(*self.value_network.in_keys)
-        with params.to_module(self.value_network, preserve_module_state=False):
-            return self.value_network(td)
+    def gamma_lambda(self) -> tuple[torch.Tensor | float, float]:
+        """``(γ, λ)`` of the value estimator (TD(0): λ = 0, TD(1): λ = 1)."""
+        estimator = self.value_estimator
+        if isinstance(estimator, TD0Estimator):
+            return estimator.gamma, 0.0
+        if isinstance(estimator, TD1Estimator):
+            return estimator.gamma, 1.0
+        return estimator.gamma, float(estimator.lmbda)
 
     @torch.no_grad()
     def compute_targets(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the TD(λ) targets of the trajectory ``tensordict`` (``[..., T]``, time last
-        unless a dim is named ``"time"``) under ``tensor_keys.value_target``; returns it."""
-        params = (
-            self.target_value_network_params
-            if self.use_target_network
-            else self.value_network_params
+        unless a dim is named ``"time"``) under ``tensor_keys.value_target``; returns it.
+
+        Computed with :func:`~torchrl_pwm.modules.td_lambda_return` (the estimator's ``γ``
+        and ``λ``; same targets as TorchRL's estimator, tested), without host
+        synchronisation.
+        """
+        names = tensordict.names if any(n is not None for n in tensordict.names) else None
+        if names is not None and "time" in names and names.index("time") != len(names) - 1:
+            dim = names.index("time")
+            moved = self.compute_targets(tensordict.copy().transpose(dim, -1))
+            return tensordict.set(
+                self.tensor_keys.value_target,
+                moved.get(self.tensor_keys.value_target).transpose(dim, tensordict.batch_dims - 1),
+            )
+        keys = self.tensor_keys
+        next_td = tensordict.get("next")
+        params = self.target_value_network_params if self.use_target_network else None
+        in_key = self.value_network.in_keys[0]
+        next_value = call_held_out(
+            self.value_network, {in_key: next_td.get(in_key)}, keys.value, params=params
         )
-        next_value = self._values(tensordict.get("next"), params).get(self.tensor_keys.value)
-        target = self.value_estimator.value_estimate(tensordict, next_value=next_value)
-        tensordict.set(self.tensor_keys.value_target, target)
+        reward = next_td.get(keys.reward)
+        if reward.shape[-1:] != (1,) or reward.ndim == tensordict.batch_dims:
+            reward = reward.unsqueeze(-1)
+        flags = {}
+        for name in ("done", "terminated"):
+            flag = next_td.get(getattr(keys, name), None)
+            if flag is not None and flag.ndim == tensordict.batch_dims:
+                flag = flag.unsqueeze(-1)
+            flags[name] = flag
+        gamma, lmbda = self.gamma_lambda()
+        target = td_lambda_return(
+            reward, next_value.to(reward.dtype), gamma=gamma, lmbda=lmbda, **flags
+        )
+        tensordict.set(keys.value_target, target)
         return tensordict
+
+    def member_values(self, latent: torch.Tensor) -> torch.Tensor:
+        """Every member's value ``[*B, N, 1]`` with the online parameters (differentiable)."""
+        in_key = self.value_network.in_keys[0]
+        td = TensorDict({in_key: latent}, batch_size=latent.shape[:-1])
+        return self.value_network(td).get(self.tensor_keys.member_value)
+
+    def loss_from_tensors(
+        self, latent: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss_value, members' predictions)`` for latents ``[*B, L]`` and targets
+        ``[*B, 1]``: the tensor path of :meth:`forward` (the stepper's critic minibatches)."""
+        if (
+            isinstance(self.value_network, TensorDictModule)
+            and isinstance(self.value_network.module, nn.Module)
+            and not isinstance(self.value_network.module, TensorDictModuleBase)
+        ):
+            out = self.value_network.module(latent)
+            out = out if isinstance(out, tuple) else (out,)
+            pred = out[self.value_network.out_keys.index(self.tensor_keys.member_value)]
+        else:
+            pred = self.member_values(latent)
+        per_sample = (pred - target.detach().unsqueeze(-2)).square().mean((-2, -1))
+        return self._reduce_loss(per_sample), pred
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self.tensor_keys.value_target not in tensordict.keys(True):
             tensordict = self.compute_targets(tensordict.copy())
         target = tensordict.get(self.tensor_keys.value_target).detach()
-        pred = self._values(tensordict, self.value_network_params).get(
-            self.tensor_keys.member_value
-        )  # [*B, N, 1]
-        error = pred - target.unsqueeze(-2)
-        per_sample = error.square().mean((-2, -1))
+        latent = tensordict.get(self.value_network.in_keys[0])
+        loss, pred = self.loss_from_tensors(latent, target)
+        error = pred.detach() - target.unsqueeze(-2)
         return TensorDict(
             {
-                "loss_value": _reduce(per_sample, self.reduction),
+                "loss_value": loss,
                 "target_value": target.mean(),
                 "pred_value": pred.detach().mean(),
-                "td_error": error.detach().abs().mean(),
+                "td_error": error.abs().mean(),
             },
             batch_size=[],
         )

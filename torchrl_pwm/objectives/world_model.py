@@ -8,7 +8,6 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
-from torchrl.objectives.utils import _reduce
 
 from torchrl_pwm.modules import TDMPC2WorldModel
 from torchrl_pwm.modules.functional import soft_cross_entropy
@@ -114,6 +113,29 @@ class TDMPC2ModelLoss(LossModule):
                 "data.reshape(num_slices, slice_len)."
             )
 
+    def _tensors(self, tensordict: TensorDictBase) -> dict[str, torch.Tensor | None]:
+        """The slices' tensors: observations ``[B, H + 1, D]``, actions ``[B, H, A]``, rewards
+        ``[B, H, 1]`` and task ids ``[B]`` (a slice never crosses tasks)."""
+        self._check(tensordict)
+        keys = self.tensor_keys
+        obs = tensordict.get(keys.observation)
+        next_obs = tensordict.get(("next", keys.observation))
+        reward = tensordict.get(("next", keys.reward))
+        if reward.shape[-1:] != (1,) or reward.ndim == 2:
+            reward = reward.unsqueeze(-1)
+        task = None
+        if self.world_model.num_tasks is not None:
+            task = tensordict.get(keys.task)
+            if task.shape == (*tensordict.shape, 1):  # stored as [B, H, 1]
+                task = task.squeeze(-1)
+            task = task[:, 0]
+        return {
+            "observation": torch.cat([obs[:, :1], next_obs], 1),
+            "action": tensordict.get(keys.action),
+            "reward": reward,
+            "task": task,
+        }
+
     def latent_rollout(
         self, tensordict: TensorDictBase
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -122,38 +144,43 @@ class TDMPC2ModelLoss(LossModule):
         Returns the predicted latents ``[B, H + 1, L]`` (``z_0 = E(o_0)``, then ``F``), the
         stop-gradient targets ``E(o_{1..H})`` ``[B, H, L]`` and the slices' task ids.
         """
-        self._check(tensordict)
+        data = self._tensors(tensordict)
+        latents, targets = self._rollout(data["observation"], data["action"], data["task"])
+        return latents, targets, data["task"]
+
+    def _rollout(
+        self, observation: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         wm = self.world_model
-        keys = self.tensor_keys
-        obs = tensordict.get(keys.observation)
-        next_obs = tensordict.get(("next", keys.observation))
-        action = tensordict.get(keys.action)
-        task = None
-        if wm.num_tasks is not None:
-            task = tensordict.get(keys.task)[:, 0]
+        next_obs = observation[:, 1:]
         with torch.no_grad():
             targets = wm.encode(
                 next_obs, task.unsqueeze(1).expand(next_obs.shape[:2]) if task is not None else None
             )
-        z = wm.encode(obs[:, 0], task)
+        z = wm.encode(observation[:, 0], task)
         latents = [z]
-        for t in range(tensordict.shape[1]):
+        for t in range(action.shape[1]):
             z = wm.next(z, action[:, t], task)
             latents.append(z)
-        return torch.stack(latents, 1), targets, task
+        return torch.stack(latents, 1), targets
 
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+    def loss_from_tensors(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        task: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The losses of :meth:`forward` from plain tensors (observations ``[B, H + 1, D]``,
+        actions ``[B, H, A]``, rewards ``[B, H, 1]``, task ids ``[B]``): the path the stepper
+        compiles."""
         wm = self.world_model
-        latents, targets, task = self.latent_rollout(tensordict)
+        latents, targets = self._rollout(observation, action, task)
         horizon = targets.shape[1]
         weights = self.temporal_discount ** torch.arange(
             horizon, device=latents.device, dtype=latents.dtype
         )
         consistency = (latents[:, 1:] - targets).square().mean(-1)  # [B, H]
-        action = tensordict.get(self.tensor_keys.action)
-        reward = tensordict.get(("next", self.tensor_keys.reward))
-        if reward.shape[-1:] != (1,):
-            reward = reward.unsqueeze(-1)
         task_seq = task.unsqueeze(1).expand(action.shape[:2]) if task is not None else None
         logits = wm.reward_logits(latents[:, :-1], action, task_seq)
         if wm.num_bins > 1:
@@ -162,12 +189,12 @@ class TDMPC2ModelLoss(LossModule):
             reward_loss = (logits - reward).square().squeeze(-1)
         consistency = (consistency * weights).sum(1) / horizon
         reward_loss = (reward_loss * weights).sum(1) / horizon
-        return TensorDict(
-            {
-                "loss_consistency": self.consistency_coef * _reduce(consistency, self.reduction),
-                "loss_reward": self.reward_coef * _reduce(reward_loss, self.reduction),
-                "consistency": consistency.detach().mean(),
-                "reward_loss": reward_loss.detach().mean(),
-            },
-            batch_size=[],
-        )
+        return {
+            "loss_consistency": self.consistency_coef * self._reduce_loss(consistency),
+            "loss_reward": self.reward_coef * self._reduce_loss(reward_loss),
+            "consistency": consistency.detach().mean(),
+            "reward_loss": reward_loss.detach().mean(),
+        }
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return TensorDict(self.loss_from_tensors(**self._tensors(tensordict)), batch_size=[])

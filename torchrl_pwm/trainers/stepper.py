@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.trainers import OptimizationStepper, Trainer
 
+from torchrl_pwm.modules.actor import StateIndependentScale
 from torchrl_pwm.objectives import PWMLoss
 
 __all__ = ["NonFiniteLossError", "PWMOptimConfig", "PWMOptimizationStepper"]
@@ -42,7 +44,15 @@ class PWMOptimConfig:
         critic_updates: stop the critic phase after this many minibatch updates (``None``: all
             ``critic_passes × critic_minibatches``); a cheaper critic for online training.
         world_model_updates: world-model updates per step (1), each on the step's batch.
-        max_nonfinite_steps: consecutive skipped steps before :class:`NonFiniteLossError` (10).
+        max_nonfinite_steps: consecutive steps with a skipped update before
+            :class:`NonFiniteLossError` (10).
+        critic_shuffle: draw the critic minibatches from a fresh permutation at every pass
+            (``True``, our default); ``False`` uses fixed contiguous minibatches of the
+            flattened ``[B, H]`` trajectory, as the original code.
+        compile: compile the three loss computations with :func:`torch.compile`
+            (``fullgraph=True``: the update has no graph break and no host synchronisation;
+            Inductor fuses Mish, LayerNorm and the elementwise work); eager by default.
+        compile_mode: :func:`torch.compile`'s ``mode`` (``None``: its default).
     """
 
     world_model_lr: float = 3e-4
@@ -61,6 +71,9 @@ class PWMOptimConfig:
     critic_updates: int | None = None
     world_model_updates: int = 1
     max_nonfinite_steps: int = 10
+    critic_shuffle: bool = True
+    compile: bool = False
+    compile_mode: str | None = None
 
 
 class PWMOptimizationStepper(OptimizationStepper):
@@ -70,9 +83,17 @@ class PWMOptimizationStepper(OptimizationStepper):
     update from the batch's first observations (the start states of the imagination); the
     critic's ``critic_passes × critic_minibatches`` updates on the detached imagined
     trajectory with fixed TD(λ) targets; the soft update of a target critic if the value loss
-    has one; the learning-rate schedules. Every update clips its gradient norm, and a step
-    whose loss or gradient is not finite is skipped (parameters untouched) and counted;
-    ``max_nonfinite_steps`` skips in a row raise :class:`NonFiniteLossError`.
+    has one; the learning-rate schedules (:class:`~torch.optim.lr_scheduler.LinearLR`).
+
+    **No host synchronisation inside an update.** Every update clips its gradient norm; an
+    update whose loss or gradient is not finite is skipped on the device: the fused Adam
+    kernels take a ``found_inf`` flag and then leave parameters, moments and step count
+    untouched (the mechanism of :class:`torch.amp.GradScaler`), and the actor's return
+    statistics are rolled back. Skipped updates are counted per phase (``skipped_updates``:
+    world model, actor, critic); the only host read is once per :meth:`step`, after all
+    updates, to raise :class:`NonFiniteLossError` after ``max_nonfinite_steps`` steps in a
+    row with a skipped update. With ``config.compile`` the three loss computations run
+    compiled with ``fullgraph=True``.
 
     Register it in a plain :class:`torchrl.trainers.Trainer` with
     ``optimization_stepper=`` (the trainer samples with ``ReplayBufferTrainer``); batches may be
@@ -109,6 +130,8 @@ class PWMOptimizationStepper(OptimizationStepper):
         ['loss_actor', 'loss_consistency', 'loss_reward', 'loss_value']
     """
 
+    PHASES = ("world_model", "actor", "critic")
+
     def __init__(
         self,
         loss: PWMLoss,
@@ -124,130 +147,122 @@ class PWMOptimizationStepper(OptimizationStepper):
         encoder_params = list(wm.encoder.parameters())
         enc_ids = {id(p) for p in encoder_params}
         other_params = [p for p in wm.parameters() if id(p) not in enc_ids]
-        self.world_model_optimizer = torch.optim.Adam(
+        self.world_model_params = [*encoder_params, *other_params]
+        self.actor_params = list(loss.actor_network.parameters())
+        self.critic_params = list(loss.value_network.parameters())
+        self.world_model_optimizer = _adam(
             [
                 {"params": encoder_params, "lr": cfg.world_model_lr * cfg.encoder_lr_scale},
                 {"params": other_params},
             ],
             lr=cfg.world_model_lr,
         )
-        self.actor_optimizer = torch.optim.Adam(
-            loss.actor_network.parameters(), lr=cfg.actor_lr, betas=cfg.actor_betas
-        )
-        self.critic_optimizer = torch.optim.Adam(
-            loss.value_network.parameters(), lr=cfg.critic_lr, betas=cfg.critic_betas
-        )
+        self.actor_optimizer = _adam(self.actor_params, lr=cfg.actor_lr, betas=cfg.actor_betas)
+        self.critic_optimizer = _adam(self.critic_params, lr=cfg.critic_lr, betas=cfg.critic_betas)
         self.schedulers = [
             self._linear_decay(self.actor_optimizer, cfg.actor_lr),
             self._linear_decay(self.critic_optimizer, cfg.critic_lr),
         ]
         self.target_updater = target_updater
         self.steps = 0
-        self.skipped_steps = 0
+        device = self.actor_params[0].device
+        #: skipped (non-finite) updates per phase, counted on the device
+        self.skipped_updates = {k: torch.zeros((), device=device) for k in self.PHASES}
         self.nonfinite_in_a_row = 0
         #: wall-clock seconds spent in each phase (host time: on CUDA, queued kernels may be
         #: attributed to a later phase)
         self.timings = {"world_model": 0.0, "actor": 0.0, "critic": 0.0}
+        self._functions = self._loss_functions()
 
-    def _linear_decay(self, optimizer, lr: float) -> torch.optim.lr_scheduler.LambdaLR:
+    def _loss_functions(self) -> dict[str, Callable]:
+        loss, cfg = self.loss, self.config
+        fns = {
+            "world_model": loss.world_model_loss.loss_from_tensors,
+            "actor": loss.actor_loss.loss_from_latents,
+            "critic": loss.value_loss.loss_from_tensors,
+        }
+        if cfg.compile:
+            fns = {
+                name: torch.compile(fn, fullgraph=True, dynamic=False, mode=cfg.compile_mode)
+                for name, fn in fns.items()
+            }
+        return fns
+
+    @property
+    def skipped_steps(self) -> int:
+        """Skipped updates of all phases (reads the device counters)."""
+        return int(sum(v for v in self.skipped_updates.values()))
+
+    def _linear_decay(self, optimizer, lr: float) -> torch.optim.lr_scheduler.LRScheduler:
         cfg = self.config
-        total = cfg.lr_decay_steps
-        final = cfg.final_lr / lr
-
-        def factor(step: int) -> float:
-            if not total:
-                return 1.0
-            frac = min(step / total, 1.0)
-            return 1.0 + frac * (final - 1.0)
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        if not cfg.lr_decay_steps:
+            return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        return torch.optim.lr_scheduler.LinearLR(
+            optimizer,
+            start_factor=1.0,
+            end_factor=cfg.final_lr / lr,
+            total_iters=cfg.lr_decay_steps,
+        )
 
     def _update(
-        self, loss: torch.Tensor, optimizer, params, clip: float
-    ) -> tuple[torch.Tensor, bool]:
-        """Backward, clip and step unless the gradient is non-finite; return (grad norm, ok)."""
-        optimizer.zero_grad(set_to_none=True)
+        self,
+        phase: str,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        params: Sequence[torch.Tensor],
+        clip: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backward, clip and step, skipping the step on the device if the gradient (or the
+        loss) is not finite. Returns ``(grad norm, accepted)`` as tensors."""
         loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(params, clip)
-        ok = bool(torch.isfinite(grad_norm))  # also catches a non-finite loss
-        if ok:
-            optimizer.step()
+        grad_norm = nn.utils.clip_grad_norm_(params, clip, foreach=True)
+        ok = torch.isfinite(grad_norm)  # also catches a non-finite loss
+        _step_unless(optimizer, ok)
         optimizer.zero_grad(set_to_none=True)
+        self.skipped_updates[phase] += (~ok).to(self.skipped_updates[phase].dtype)
         return grad_norm.detach(), ok
-
-    def _record(self, ok: bool) -> None:
-        if ok:
-            self.nonfinite_in_a_row = 0
-            return
-        self.skipped_steps += 1
-        self.nonfinite_in_a_row += 1
-        if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
-            raise NonFiniteLossError(
-                f"{self.nonfinite_in_a_row} optimisation steps in a row had a non-finite loss or "
-                f"gradient (skipped, parameters untouched; {self.skipped_steps} skipped in "
-                "total). Check the data for NaN/inf and the learning rates."
-            )
 
     def step(self, trainer: Trainer | None, sub_batch: TensorDictBase) -> TensorDictBase:
         cfg, loss = self.config, self.loss
         batch = sub_batch.reshape(-1, self.horizon) if sub_batch.ndim == 1 else sub_batch
-        metrics = TensorDict(batch_size=[])
-        all_ok = True
+        metrics: dict[str, torch.Tensor] = {}
+        skipped_before = sum(self.skipped_updates.values())
 
         t0 = time.perf_counter()
-        wm_params = [p for g in self.world_model_optimizer.param_groups for p in g["params"]]
-        for _ in range(cfg.world_model_updates):  # 0: a frozen (e.g. pre-trained) world model
-            out = loss.world_model_loss(batch)
+        if cfg.world_model_updates:  # 0: a frozen (e.g. pre-trained) world model
+            data = loss.world_model_loss._tensors(batch)
+        for _ in range(cfg.world_model_updates):
+            out = self._functions["world_model"](**data)
             total = out["loss_consistency"] + out["loss_reward"]
-            norm, ok = self._update(
-                total, self.world_model_optimizer, wm_params, cfg.world_model_grad_clip
+            norm, _ = self._update(
+                "world_model",
+                total,
+                self.world_model_optimizer,
+                self.world_model_params,
+                cfg.world_model_grad_clip,
             )
-            all_ok &= ok
-            metrics.update(out.detach())
+            metrics.update({k: v.detach() for k, v in out.items()})
             metrics["grad_norm_world_model"] = norm
         t1 = time.perf_counter()
 
-        actor_out = loss.actor_loss(batch[:, 0])
+        actor_loss = loss.actor_loss
+        latent, task = actor_loss._start_latents(batch[:, 0])
+        saved_stats = actor_loss.return_statistics()
+        actor_out, rollout = self._functions["actor"](latent, task)
         norm, ok = self._update(
+            "actor",
             actor_out["loss_actor"],
             self.actor_optimizer,
-            list(loss.actor_network.parameters()),
+            self.actor_params,
             cfg.actor_grad_clip,
         )
-        all_ok &= ok
-        trajectory = actor_out.pop("imagined_trajectory")
-        metrics.update(actor_out.detach())
+        actor_loss.keep_return_statistics(saved_stats, ok)
+        _clamp_log_std(loss.actor_network)
+        metrics.update({k: v.detach() for k, v in actor_out.items()})
         metrics["grad_norm_actor"] = norm
         t2 = time.perf_counter()
 
-        value_loss = loss.value_loss
-        data = value_loss.compute_targets(trajectory)
-        # the critic regresses latents on targets: index only those in the minibatches
-        data = data.select(*value_loss.value_network.in_keys, value_loss.tensor_keys.value_target)
-        data = data.reshape(-1)
-        critic_params = list(loss.value_network.parameters())
-        value_sum = torch.zeros((), device=data.device)
-        n = 0
-        max_updates = cfg.critic_updates or cfg.critic_passes * cfg.critic_minibatches
-        for _ in range(cfg.critic_passes):
-            perm = torch.randperm(data.shape[0], device=data.device)
-            for idx in perm.chunk(cfg.critic_minibatches):
-                if n >= max_updates:
-                    break
-                value_out = value_loss(data[idx])
-                norm, ok = self._update(
-                    value_out["loss_value"],
-                    self.critic_optimizer,
-                    critic_params,
-                    cfg.critic_grad_clip,
-                )
-                all_ok &= ok
-                value_sum = value_sum + value_out["loss_value"].detach()
-                n += 1
-                metrics.update(value_out.detach())
-                metrics["grad_norm_critic"] = norm
-        if n:
-            metrics["loss_value"] = value_sum / n
+        self._critic_phase(actor_loss._trajectory(rollout, task), metrics)
         if self.target_updater is not None:
             self.target_updater.step()
         for scheduler in self.schedulers:
@@ -257,10 +272,65 @@ class PWMOptimizationStepper(OptimizationStepper):
         self.timings["actor"] += t2 - t1
         self.timings["critic"] += t3 - t2
         self.steps += 1
-        self._record(all_ok)
-        metrics["lr_actor"] = torch.tensor(self.actor_optimizer.param_groups[0]["lr"])
-        metrics["skipped_steps"] = torch.tensor(float(self.skipped_steps))
-        return metrics
+        # The one host read of the step, after every update was queued.
+        skipped_now = sum(self.skipped_updates.values())
+        self._record(bool(skipped_now == skipped_before))
+        out = TensorDict(metrics, batch_size=[])
+        out["lr_actor"] = torch.tensor(self.actor_optimizer.param_groups[0]["lr"])
+        for phase, count in self.skipped_updates.items():
+            out[f"skipped_updates_{phase}"] = count.clone()
+        return out
+
+    def _critic_phase(self, trajectory: TensorDictBase, metrics: dict) -> None:
+        cfg = self.config
+        value_loss = self.loss.value_loss
+        value_loss.compute_targets(trajectory)
+        in_key = value_loss.value_network.in_keys[0]
+        latent = trajectory.get(in_key).reshape(-1, trajectory.get(in_key).shape[-1])
+        target = trajectory.get(value_loss.tensor_keys.value_target).reshape(-1, 1)
+        loss_sum = torch.zeros((), device=latent.device)
+        n = 0
+        max_updates = cfg.critic_updates or cfg.critic_passes * cfg.critic_minibatches
+        for _ in range(cfg.critic_passes):
+            if cfg.critic_shuffle:
+                perm = torch.randperm(latent.shape[0], device=latent.device)
+                minibatches = [(latent[i], target[i]) for i in perm.chunk(cfg.critic_minibatches)]
+            else:
+                minibatches = list(
+                    zip(
+                        latent.chunk(cfg.critic_minibatches),
+                        target.chunk(cfg.critic_minibatches),
+                    )
+                )
+            for latent_mb, target_mb in minibatches:
+                if n >= max_updates:
+                    break
+                value, pred = self._functions["critic"](latent_mb, target_mb)
+                norm, _ = self._update(
+                    "critic", value, self.critic_optimizer, self.critic_params, cfg.critic_grad_clip
+                )
+                loss_sum = loss_sum + value.detach()
+                n += 1
+        if n:
+            pred = pred.detach()
+            metrics["loss_value"] = loss_sum / n
+            metrics["target_value"] = target_mb.mean()
+            metrics["pred_value"] = pred.mean()
+            metrics["td_error"] = (pred - target_mb.unsqueeze(-2)).abs().mean()
+            metrics["grad_norm_critic"] = norm
+
+    def _record(self, ok: bool) -> None:
+        if ok:
+            self.nonfinite_in_a_row = 0
+            return
+        self.nonfinite_in_a_row += 1
+        if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
+            counts = {k: int(v) for k, v in self.skipped_updates.items()}
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_a_row} optimisation steps in a row had a non-finite loss or "
+                f"gradient (those updates were skipped, their parameters untouched; skipped "
+                f"updates so far: {counts}). Check the data for NaN/inf and the learning rates."
+            )
 
     def state_dict(self) -> dict:
         return {
@@ -272,7 +342,7 @@ class PWMOptimizationStepper(OptimizationStepper):
                 self.target_updater.state_dict() if self.target_updater is not None else None
             ),
             "steps": self.steps,
-            "skipped_steps": self.skipped_steps,
+            "skipped_updates": {k: v.clone() for k, v in self.skipped_updates.items()},
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "timings": dict(self.timings),
         }
@@ -289,6 +359,37 @@ class PWMOptimizationStepper(OptimizationStepper):
         if self.target_updater is not None and state_dict.get("target_updater") is not None:
             self.target_updater.load_state_dict(state_dict["target_updater"])
         self.steps = state_dict["steps"]
-        self.skipped_steps = state_dict["skipped_steps"]
+        for k, v in state_dict["skipped_updates"].items():
+            self.skipped_updates[k].copy_(v)
         self.nonfinite_in_a_row = state_dict["nonfinite_in_a_row"]
         self.timings = dict(state_dict.get("timings", self.timings))
+
+
+def _adam(params, **kwargs) -> torch.optim.Adam:
+    """Adam with the fused kernel (one kernel per step; it honours ``found_inf``), or the
+    foreach one where the device has no fused Adam."""
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except RuntimeError:
+        return torch.optim.Adam(params, foreach=True, **kwargs)
+
+
+def _step_unless(optimizer: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """``optimizer.step()`` unless ``ok`` is false, decided on the device for fused Adam."""
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = (~ok).to(torch.float32)
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif bool(ok):  # a host read: only optimisers without found_inf support get here
+        optimizer.step()
+
+
+def _clamp_log_std(actor: nn.Module) -> None:
+    """Clamp a :class:`~torchrl_pwm.modules.StateIndependentScale`'s log-std in place after
+    its update, as the original's in-place clamp (the forward's clamp is straight-through,
+    so a compiled forward needs no in-place parameter write)."""
+    for module in actor.modules():
+        if isinstance(module, StateIndependentScale):
+            module.clamp_()
