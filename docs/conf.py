@@ -4,12 +4,15 @@ Build (from the repository root)::
 
     .venv/bin/python -m sphinx -b html docs docs/_build/html
 
-The build works offline: intersphinx inventories that cannot be fetched only produce a warning.
+The build works offline: intersphinx inventories that cannot be fetched only produce a warning
+(``PWM_DOCS_OFFLINE=1`` skips them). The Results page renders ``docs/results/*.md`` with the
+``markdown`` package (the ``docs`` extra), or shows their source without it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -139,8 +142,39 @@ def _init_signature(app, what, name, obj, options, signature, return_annotation)
 RESULTS_DIR = DOCS_DIR / "results"
 
 
+_IMAGE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<path>[^)\s]+)\)\s*$")
+
+
+def _markdown_as_rst(path: Path) -> list[str]:
+    """A markdown result file as RST: its text rendered to HTML (tables included), its images
+    (``![alt](relative.png)`` lines) as ``image`` directives so that Sphinx copies them."""
+    try:
+        import markdown
+    except ImportError:  # without the renderer, show the source
+        return [f".. literalinclude:: results/{path.name}", "   :language: markdown", ""]
+    lines, chunk = [], []
+
+    def flush() -> None:
+        if "".join(chunk).strip():
+            html = markdown.markdown("\n".join(chunk), extensions=["tables", "fenced_code"])
+            lines.extend([".. raw:: html", ""] + [f"   {ln}" for ln in html.splitlines()] + [""])
+        chunk.clear()
+
+    for line in path.read_text().splitlines():
+        match = _IMAGE.match(line.strip())
+        if match:
+            flush()
+            image = (path.parent / match["path"]).resolve().relative_to(DOCS_DIR)
+            lines += [f".. image:: {image.as_posix()}", f"   :alt: {match['alt']}", ""]
+        else:
+            chunk.append(line)
+    flush()
+    return lines
+
+
 def _results_section() -> str:
-    """RST listing every file under docs/results/ (markdown tables are shown inline)."""
+    """RST showing every markdown file under docs/results/ rendered (tables and plots), with a
+    download link to its source, and listing the other result files."""
     files = sorted(p for p in RESULTS_DIR.glob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         return "\n*No benchmark results have been recorded yet.*\n"
@@ -155,9 +189,7 @@ def _results_section() -> str:
                 "",
                 f"Source: :download:`{rel} <{rel}>`",
                 "",
-                f".. literalinclude:: {rel}",
-                "   :language: markdown",
-                "",
+                *_markdown_as_rst(path),
             ]
     others = [p for p in files if p.suffix != ".md"]
     if others:
