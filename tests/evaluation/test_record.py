@@ -5,21 +5,51 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from torchrl.envs.utils import step_mdp
 
 from torchrl_pwm.envs import make_env
 from torchrl_pwm.evaluation.record import record_episode, save_gif
 
 
 def test_record_episode_frames_are_the_rollout_frames():
-    env = make_env(
-        "cartpole-swingup", seed=3, from_pixels=True, render_size=(60, 80), max_episode_steps=4
-    )
-    frames, ret = record_episode(env, None)
-    assert frames.shape == (5, 60, 80, 3) and frames.dtype == torch.uint8
-    assert frames.float().std() > 0  # a rendered scene, not a blank buffer
-    # the episode return is the RewardSum of the same rollout: in [0, 1] per env step
-    assert 0.0 <= ret <= 4 * env.action_repeat
+    """Frame t of the recording is the scene after step t of the recorded episode: compared
+    exactly with frames rendered independently (dm_control's own camera, on a state-only env
+    replaying the same actions from the same seed), and the return is that replay's."""
+    kwargs = {"seed": 3, "render_size": (60, 80), "max_episode_steps": 6}
+    actions = torch.tensor([[1.0], [1.0], [-1.0], [0.5], [-0.5], [1.0]])
+
+    def policy(td):  # scripted: the action of the step about to be taken
+        td["action"] = actions[int(td["step_count"])]
+        return td
+
+    env = make_env("cartpole-swingup", from_pixels=True, **kwargs)
+    frames, ret = record_episode(env, policy)
     env.close()
+    assert frames.shape == (7, 60, 80, 3) and frames.dtype == torch.uint8
+
+    replay = make_env("cartpole-swingup", **kwargs)
+    physics = replay.base_env._env.physics
+
+    def render():
+        return torch.from_numpy(physics.render(height=60, width=80, camera_id=0).copy())
+
+    td = replay.reset()
+    expected, rewards = [render()], []
+    for action in actions:
+        td["action"] = action
+        td = replay.step(td)
+        rewards.append(td["next", "reward"].item())
+        expected.append(render())
+        td = step_mdp(td)
+    assert torch.equal(frames, torch.stack(expected))
+    assert ret == pytest.approx(sum(rewards), rel=1e-6)
+    # the recording is not a still: the pushed cart moves on screen at every step
+    assert all((frames[t + 1] != frames[t]).any() for t in range(len(actions)))
+    # and it is this episode's: another seed starts from another pole angle
+    other, _ = record_episode(
+        make_env("cartpole-swingup", from_pixels=True, **{**kwargs, "seed": 4}), policy
+    )
+    assert not torch.equal(other[0], frames[0])
 
 
 def test_record_episode_needs_pixels():
