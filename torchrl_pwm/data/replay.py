@@ -24,8 +24,10 @@ def make_sequence_replay_buffer(
     under ``("next", "observation")``), all from one trajectory: windows never cross an
     episode boundary (``SliceSampler`` with ``strict_length=True``, trajectories identified
     by the collector's ``traj_key``). Storage is a ``LazyTensorStorage`` on ``device`` (CPU, or
-    the GPU to keep sampling on-device). Save and restore it with TorchRL's
-    ``buffer.dumps(path)`` / ``buffer.loads(path)``.
+    the GPU to keep sampling on-device). In a training run,
+    :class:`~torchrl_pwm.trainers.CheckpointHook` saves it incrementally (only the rows added
+    since the previous checkpoint, see :class:`~torchrl_pwm.checkpoint.ReplayBufferDump`);
+    TorchRL's ``buffer.dumps(path)`` / ``buffer.loads(path)`` save and restore the whole of it.
 
     Samples come flat, ``[num_slices * horizon]`` (TorchRL's convention, which keeps the
     sampler's index metadata aligned): ``sample().reshape(num_slices, horizon)`` gives the
