@@ -201,16 +201,34 @@ def test_example_bad_inputs(tmp_path):
 
 
 @pytest.mark.slow
-def test_example_default_config_few_thousand_frames(tmp_path):
+def test_example_default_config_learns(tmp_path):
+    """The README's job (default config, 20k env steps, one thread here) learns: its final
+    evaluation beats the best of 10 random-policy episodes, measured here, by 50.
+
+    Why 50: random actions score 48-101 per episode on cartpole-swingup, and a policy that has
+    not learned the swing-up sits at ~75 (docs/results/online: 74.5-75.2 for every seed before
+    it learns); the 100k-budget PWM runs score 188, 348 and 251 at 20k env steps. A swing-up
+    is needed to pass; the old check (max return > 0) passed with random actions.
+    """
     run_dir = tmp_path / "run"
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), f"hydra.run.dir={run_dir}", "collector.total_env_steps=8000",
-         "logger.eval_every=4000", "logger.progress_bar=false"],
-        capture_output=True, text=True, timeout=1800,
+        [sys.executable, str(SCRIPT), f"hydra.run.dir={run_dir}", "logger.eval_every=10000",
+         "logger.progress_bar=false", "threads=1"],
+        capture_output=True, text=True, timeout=3000,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     _check_outputs(run_dir)
-    assert torch.tensor(_finite_csv(run_dir / "eval.csv")).max() > 0
+    steps = _finite_csv(run_dir / "eval.csv", column=0)
+    final = _finite_csv(run_dir / "eval.csv")[-1]  # the mean of 10 deterministic episodes
+    assert steps[-1] == 20000
+
+    from torchrl_pwm.envs import make_env
+    from torchrl_pwm.trainers import evaluate_policy
+
+    torch.manual_seed(0)
+    random_returns = evaluate_policy(make_env("cartpole-swingup", seed=0), None, 10)
+    baseline = random_returns.max().item()
+    assert final > baseline + 50, (final, random_returns.tolist())
 
 
 @pytest.mark.slow
