@@ -1,4 +1,4 @@
-"""What the speed benchmarks (``losses.py``, ``update_step.py``) share: device sync and their
+"""What the speed benchmarks (``update_path.py``) share: device sync and their
 append-only results CSV."""
 
 from __future__ import annotations

@@ -19,13 +19,13 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig
-from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 from torchrl.trainers import LogScalar, ReplayBufferTrainer, Trainer, UpdateWeights
 
 from torchrl_pwm.data import make_sequence_replay_buffer
 from torchrl_pwm.envs import make_env
 from torchrl_pwm.evaluation import CalibrationMetrics
+from torchrl_pwm.modules import make_pwm_policy
 
 from utils import make_pwm_loss, make_pwm_stepper  # examples/pwm/utils.py
 
@@ -60,8 +60,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     # -- networks and losses (utils.py) ------------------------------------------------------
     loss, target_updater = make_pwm_loss(cfg, obs_dim, action_spec, device)
     world_model, actor = loss.world_model, loss.actor_network
-    # Collect actions only: stored latents would be stale by the time they are sampled.
-    policy = TensorDictSequential(world_model.encoder, actor, selected_out_keys=["action"])
+    # Observation -> action in one tensor call (encoder + actor, no per-step TensorDict
+    # plumbing); actions only: stored latents would be stale by the time they are sampled.
+    policy = make_pwm_policy(world_model, actor)
 
     # -- data --------------------------------------------------------------------------------
     total_frames = cfg.collector.total_env_steps // repeat

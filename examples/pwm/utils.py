@@ -1,7 +1,7 @@
 """The PWM agent of ``examples/pwm/config.yaml``: networks, losses and optimisation schedule.
 
 Kept apart from ``train.py`` (as TorchRL's ``sota-implementations/*/utils.py``) so that
-``benchmarks/update_step.py`` times exactly the agent the example trains.
+``benchmarks/update_path.py`` times exactly the agent the example trains.
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def make_pwm_stepper(
             critic_minibatches=cfg.critic.minibatches,
             critic_updates=cfg.critic.updates,
             max_nonfinite_steps=optim.max_nonfinite_steps,
+            compile=cfg.compile.enabled,
+            compile_mode=cfg.compile.mode,
         ),
         target_updater=target_updater,
     )

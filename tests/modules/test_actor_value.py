@@ -84,3 +84,29 @@ def test_value_ensemble(device):
     torch.testing.assert_close(members, critic.module.ensemble(z))
     with pytest.raises(ValueError, match="num_critics"):
         ValueEnsemble(16, num_critics=0)
+
+
+@pytest.mark.parametrize("multitask", [False, True])
+def test_pwm_policy_equals_the_tensordict_policy(multitask):
+    """make_pwm_policy acts exactly as TensorDictSequential(encoder, actor): deterministic
+    (evaluation) and sampled (collectors), with the same noise."""
+    from tensordict.nn import TensorDictSequential
+
+    from torchrl_pwm.modules import TDMPC2WorldModel, make_pwm_policy
+
+    kwargs = {"num_tasks": 3} if multitask else {}
+    wm = TDMPC2WorldModel(5, 2, size="1M", **kwargs)
+    actor = make_pwm_actor(wm.latent_dim, 2, hidden_sizes=(16,))
+    reference = TensorDictSequential(wm.encoder, actor, selected_out_keys=["action"])
+    fast = make_pwm_policy(wm, actor)
+    td = TensorDict(observation=torch.randn(4, 5), batch_size=[4])
+    if multitask:
+        td["task"] = torch.tensor([0, 2, 1, 1])
+    for mode in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
+        with set_exploration_type(mode):
+            torch.manual_seed(0)
+            expected = reference(td.clone())["action"]
+            torch.manual_seed(0)
+            torch.testing.assert_close(fast(td.clone())["action"], expected, msg=str(mode))
+    with pytest.raises(TypeError, match="make_pwm_actor"):
+        make_pwm_policy(wm, reference)

@@ -17,6 +17,7 @@ from torchrl_pwm.modules.layers import (
     normed_mlp,
     trunc_normal_init_,
 )
+from torchrl_pwm.modules.policy import PWMPolicy, make_pwm_policy
 from torchrl_pwm.modules.value import ValueEnsemble
 from torchrl_pwm.modules.world_model import WORLD_MODEL_PRESETS, TDMPC2WorldModel, WorldModelPreset
 
@@ -24,6 +25,7 @@ __all__ = [
     "WORLD_MODEL_PRESETS",
     "EnsembleMLP",
     "Mish",
+    "PWMPolicy",
     "SimNorm",
     "StateIndependentScale",
     "TDMPC2WorldModel",
@@ -31,6 +33,7 @@ __all__ = [
     "WorldModelPreset",
     "compile_networks",
     "make_pwm_actor",
+    "make_pwm_policy",
     "normed_mlp",
     "soft_cross_entropy",
     "symexp",

@@ -20,7 +20,7 @@ class Mish(nn.Mish):
     identity ``tanh(softplus(x)) = n / (n + 2)`` with ``n = eˣ (eˣ + 2)``: Inductor fuses it
     into one loop with a single ``exp``, where ``aten.mish`` decomposes into ``exp``, ``log1p``
     and ``tanh`` (forward + backward about 3x faster on this project's CPU, see
-    ``benchmarks/update_step.py``). Inputs are clamped at 20 inside the ratio, where it is 1
+    ``benchmarks/update_path.py``). Inputs are clamped at 20 inside the ratio, where it is 1
     in float32. Same values to float32 rounding; no parameters, so state dicts are unchanged.
 
     Examples:
@@ -247,7 +247,7 @@ def compile_networks(module: nn.Module, **compile_kwargs) -> list[str]:
     in with ``TensorDictParams.to_module``) reuse the compiled code. Call it last, on the
     modules that will run: a deep copy made afterwards would still call the original's
     forward. (:meth:`torch.nn.Module.compile` is not used: with torch 2.13 it leaves modules
-    made only of ``torch.nn`` layers uncompiled.) Measured in ``benchmarks/update_step.py``.
+    made only of ``torch.nn`` layers uncompiled.) Measured in ``benchmarks/update_path.py``.
 
     Args:
         module: e.g. a :class:`~torchrl_pwm.objectives.PWMLoss` or a world model.

@@ -52,7 +52,8 @@ class PWMOptimConfig:
         compile: compile the three loss computations with :func:`torch.compile`
             (``fullgraph=True``: the update has no graph break and no host synchronisation;
             Inductor fuses Mish, LayerNorm and the elementwise work); eager by default.
-        compile_mode: :func:`torch.compile`'s ``mode`` (``None``: its default).
+        compile_mode: :func:`torch.compile`'s ``mode`` (``None``: its default);
+            ``"reduce-overhead"`` replays the compiled graphs as CUDA graphs on a GPU.
     """
 
     world_model_lr: float = 3e-4
@@ -172,6 +173,7 @@ class PWMOptimizationStepper(OptimizationStepper):
         #: wall-clock seconds spent in each phase (host time: on CUDA, queued kernels may be
         #: attributed to a later phase)
         self.timings = {"world_model": 0.0, "actor": 0.0, "critic": 0.0}
+        self._cudagraphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
         self._functions = self._loss_functions()
 
     def _loss_functions(self) -> dict[str, Callable]:
@@ -223,15 +225,27 @@ class PWMOptimizationStepper(OptimizationStepper):
         return grad_norm.detach(), ok
 
     def step(self, trainer: Trainer | None, sub_batch: TensorDictBase) -> TensorDictBase:
-        cfg, loss = self.config, self.loss
+        """One PWM step on a batch of slices: :meth:`world_model_step`, then
+        :meth:`policy_step` from the slices' first observations."""
         batch = sub_batch.reshape(-1, self.horizon) if sub_batch.ndim == 1 else sub_batch
-        metrics: dict[str, torch.Tensor] = {}
         skipped_before = sum(self.skipped_updates.values())
+        metrics = self.world_model_step(batch, record=False)
+        metrics.update(self.policy_step(batch[:, 0], record=False))
+        self.steps += 1
+        self._record_step(skipped_before)
+        return metrics
 
+    def world_model_step(self, batch: TensorDictBase, *, record: bool = True) -> TensorDictBase:
+        """``world_model_updates`` updates of the world model on ``[B, H]`` slices (the
+        pre-training update when called alone)."""
+        cfg, loss = self.config, self.loss
+        skipped_before = sum(self.skipped_updates.values()) if record else None
+        metrics: dict[str, torch.Tensor] = {}
         t0 = time.perf_counter()
         if cfg.world_model_updates:  # 0: a frozen (e.g. pre-trained) world model
             data = loss.world_model_loss._tensors(batch)
         for _ in range(cfg.world_model_updates):
+            self._mark_step()
             out = self._functions["world_model"](**data)
             total = out["loss_consistency"] + out["loss_reward"]
             norm, _ = self._update(
@@ -241,13 +255,25 @@ class PWMOptimizationStepper(OptimizationStepper):
                 self.world_model_params,
                 cfg.world_model_grad_clip,
             )
-            metrics.update({k: v.detach() for k, v in out.items()})
+            metrics.update({k: self._keep(v) for k, v in out.items()})
             metrics["grad_norm_world_model"] = norm
-        t1 = time.perf_counter()
+        self.timings["world_model"] += time.perf_counter() - t0
+        if record:
+            self._record_step(skipped_before)
+        return TensorDict(metrics, batch_size=[])
 
+    def policy_step(self, start: TensorDictBase, *, record: bool = True) -> TensorDictBase:
+        """One actor update from the start states ``start`` (``[B]``: observations or latents),
+        its critic phase, the target-critic update and the learning-rate schedules: PWM's
+        policy-learning step on a (frozen) world model."""
+        cfg, loss = self.config, self.loss
+        skipped_before = sum(self.skipped_updates.values()) if record else None
+        metrics: dict[str, torch.Tensor] = {}
+        t0 = time.perf_counter()
         actor_loss = loss.actor_loss
-        latent, task = actor_loss._start_latents(batch[:, 0])
+        latent, task = actor_loss._start_latents(start)
         saved_stats = actor_loss.return_statistics()
+        self._mark_step()
         actor_out, rollout = self._functions["actor"](latent, task)
         norm, ok = self._update(
             "actor",
@@ -258,28 +284,40 @@ class PWMOptimizationStepper(OptimizationStepper):
         )
         actor_loss.keep_return_statistics(saved_stats, ok)
         _clamp_log_std(loss.actor_network)
-        metrics.update({k: v.detach() for k, v in actor_out.items()})
+        metrics.update({k: self._keep(v) for k, v in actor_out.items()})
         metrics["grad_norm_actor"] = norm
-        t2 = time.perf_counter()
+        rollout = {k: self._keep(v) for k, v in rollout.items()}
+        t1 = time.perf_counter()
 
         self._critic_phase(actor_loss._trajectory(rollout, task), metrics)
         if self.target_updater is not None:
             self.target_updater.step()
         for scheduler in self.schedulers:
             scheduler.step()
-        t3 = time.perf_counter()
-        self.timings["world_model"] += t1 - t0
-        self.timings["actor"] += t2 - t1
-        self.timings["critic"] += t3 - t2
-        self.steps += 1
-        # The one host read of the step, after every update was queued.
-        skipped_now = sum(self.skipped_updates.values())
-        self._record(bool(skipped_now == skipped_before))
+        self.timings["actor"] += t1 - t0
+        self.timings["critic"] += time.perf_counter() - t1
+        if record:
+            self.steps += 1
+            self._record_step(skipped_before)
         out = TensorDict(metrics, batch_size=[])
         out["lr_actor"] = torch.tensor(self.actor_optimizer.param_groups[0]["lr"])
         for phase, count in self.skipped_updates.items():
             out[f"skipped_updates_{phase}"] = count.clone()
         return out
+
+    def _record_step(self, skipped_before: torch.Tensor) -> None:
+        # The one host read of a step, after every update was queued.
+        self._record(bool(sum(self.skipped_updates.values()) == skipped_before))
+
+    def _mark_step(self) -> None:
+        if self._cudagraphs:  # a new replay may overwrite the previous one's outputs
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def _keep(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor kept past the next compiled call (CUDA-graph outputs are overwritten by
+        the next replay: copy them)."""
+        tensor = tensor.detach()
+        return tensor.clone() if self._cudagraphs else tensor
 
     def _critic_phase(self, trajectory: TensorDictBase, metrics: dict) -> None:
         cfg = self.config
@@ -305,6 +343,7 @@ class PWMOptimizationStepper(OptimizationStepper):
             for latent_mb, target_mb in minibatches:
                 if n >= max_updates:
                     break
+                self._mark_step()
                 value, pred = self._functions["critic"](latent_mb, target_mb)
                 norm, _ = self._update(
                     "critic", value, self.critic_optimizer, self.critic_params, cfg.critic_grad_clip
@@ -312,7 +351,7 @@ class PWMOptimizationStepper(OptimizationStepper):
                 loss_sum = loss_sum + value.detach()
                 n += 1
         if n:
-            pred = pred.detach()
+            pred = self._keep(pred)
             metrics["loss_value"] = loss_sum / n
             metrics["target_value"] = target_mb.mean()
             metrics["pred_value"] = pred.mean()
