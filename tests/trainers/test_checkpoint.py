@@ -427,3 +427,26 @@ def test_resume_refuses_mismatched_checkpoints(tmp_path):
     _, hook, *_ = _run(tmp_path)
     with pytest.raises(CheckpointError, match="is missing"):
         hook.resume()
+
+
+def test_version_1_checkpoints_still_resume(tmp_path):
+    """Version 1 held the whole buffer inside the file and torch's RNG only."""
+    trainer, _, rb, loss = tiny_trainer(200, seed=0)
+    rb.extend(_rows(0, 30))
+    torch.nn.init.constant_(next(loss.parameters()), 0.5)
+    torch.save(
+        {
+            "format": "torchrl_pwm.checkpoint",
+            "version": 1,
+            "trainer": trainer.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "cuda": []},
+            "metadata": {},
+        },
+        tmp_path / "v1.pt",
+    )
+    resumed, _, rb2, loss2 = tiny_trainer(200, seed=1)
+    hook = CheckpointHook(tmp_path / "v1.pt", interval=60)
+    hook.register(resumed)
+    hook.resume()
+    assert_identical(loss2.state_dict(), loss.state_dict())
+    assert_identical(rb2[:], rb[:])
