@@ -171,11 +171,6 @@ class TDLambdaValueLoss(LossModule):
             )
         keys = self.tensor_keys
         next_td = tensordict.get("next")
-        params = self.target_value_network_params if self.use_target_network else None
-        in_key = self.value_network.in_keys[0]
-        next_value = call_held_out(
-            self.value_network, {in_key: next_td.get(in_key)}, keys.value, params=params
-        )
         reward = next_td.get(keys.reward)
         if reward.shape[-1:] != (1,) or reward.ndim == tensordict.batch_dims:
             reward = reward.unsqueeze(-1)
@@ -185,12 +180,37 @@ class TDLambdaValueLoss(LossModule):
             if flag is not None and flag.ndim == tensordict.batch_dims:
                 flag = flag.unsqueeze(-1)
             flags[name] = flag
-        gamma, lmbda = self.gamma_lambda()
-        target = td_lambda_return(
-            reward, next_value.to(reward.dtype), gamma=gamma, lmbda=lmbda, **flags
+        target = self.targets_from_tensors(
+            next_td.get(self.value_network.in_keys[0]), reward, **flags
         )
         tensordict.set(keys.value_target, target)
         return tensordict
+
+    @torch.no_grad()
+    def targets_from_tensors(
+        self,
+        next_latent: torch.Tensor,
+        reward: torch.Tensor,
+        done: torch.Tensor | None = None,
+        terminated: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """TD(λ) targets ``[..., T, 1]`` from next latents ``[..., T, L]`` and rewards
+        ``[..., T, 1]`` (flags likewise): the tensor path of :meth:`compute_targets`, which the
+        stepper compiles."""
+        params = self.target_value_network_params if self.use_target_network else None
+        in_key = self.value_network.in_keys[0]
+        next_value = call_held_out(
+            self.value_network, {in_key: next_latent}, self.tensor_keys.value, params=params
+        )
+        gamma, lmbda = self.gamma_lambda()
+        return td_lambda_return(
+            reward,
+            next_value.to(reward.dtype),
+            gamma=gamma,
+            lmbda=lmbda,
+            done=done,
+            terminated=terminated,
+        )
 
     def member_values(self, latent: torch.Tensor) -> torch.Tensor:
         """Every member's value ``[*B, N, 1]`` with the online parameters (differentiable)."""

@@ -173,7 +173,11 @@ class PWMOptimizationStepper(OptimizationStepper):
         #: wall-clock seconds spent in each phase (host time: on CUDA, queued kernels may be
         #: attributed to a later phase)
         self.timings = {"world_model": 0.0, "actor": 0.0, "critic": 0.0}
-        self._cudagraphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+        self._cudagraphs = (
+            cfg.compile
+            and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+            and device.type == "cuda"
+        )
         self._functions = self._loss_functions()
 
     def _loss_functions(self) -> dict[str, Callable]:
@@ -182,6 +186,7 @@ class PWMOptimizationStepper(OptimizationStepper):
             "world_model": loss.world_model_loss.loss_from_tensors,
             "actor": loss.actor_loss.loss_from_latents,
             "critic": loss.value_loss.loss_from_tensors,
+            "targets": loss.value_loss.targets_from_tensors,
         }
         if cfg.compile:
             fns = {
@@ -289,7 +294,7 @@ class PWMOptimizationStepper(OptimizationStepper):
         rollout = {k: self._keep(v) for k, v in rollout.items()}
         t1 = time.perf_counter()
 
-        self._critic_phase(actor_loss._trajectory(rollout, task), metrics)
+        self._critic_phase(rollout, metrics)
         if self.target_updater is not None:
             self.target_updater.step()
         for scheduler in self.schedulers:
@@ -319,13 +324,15 @@ class PWMOptimizationStepper(OptimizationStepper):
         tensor = tensor.detach()
         return tensor.clone() if self._cudagraphs else tensor
 
-    def _critic_phase(self, trajectory: TensorDictBase, metrics: dict) -> None:
+    def _critic_phase(self, rollout: dict[str, torch.Tensor], metrics: dict) -> None:
+        """The critic's minibatch updates on the imagined ``rollout`` (``latent``
+        ``[B, H + 1, L]``, ``reward`` ``[B, H, 1]``) with fixed TD(λ) targets."""
         cfg = self.config
-        value_loss = self.loss.value_loss
-        value_loss.compute_targets(trajectory)
-        in_key = value_loss.value_network.in_keys[0]
-        latent = trajectory.get(in_key).reshape(-1, trajectory.get(in_key).shape[-1])
-        target = trajectory.get(value_loss.tensor_keys.value_target).reshape(-1, 1)
+        states = rollout["latent"]
+        self._mark_step()
+        target = self._keep(self._functions["targets"](states[:, 1:], rollout["reward"]))
+        latent = states[:, :-1].reshape(-1, states.shape[-1])
+        target = target.reshape(-1, 1)
         loss_sum = torch.zeros((), device=latent.device)
         n = 0
         max_updates = cfg.critic_updates or cfg.critic_passes * cfg.critic_minibatches
