@@ -203,12 +203,13 @@ def test_example_bad_inputs(tmp_path):
 @pytest.mark.slow
 def test_example_default_config_learns(tmp_path):
     """The README's job (default config, 20k env steps, one thread here) learns: its final
-    evaluation beats the best of 10 random-policy episodes, measured here, by 50.
+    evaluation beats the mean of 10 random-policy episodes, measured here, by 100.
 
-    Why 50: random actions score 48-101 per episode on cartpole-swingup, and a policy that has
-    not learned the swing-up sits at ~75 (docs/results/online: 74.5-75.2 for every seed before
-    it learns); the 100k-budget PWM runs score 188, 348 and 251 at 20k env steps. A swing-up
-    is needed to pass; the old check (max return > 0) passed with random actions.
+    Why 100: random actions score 23-143 per episode here (mean 61, standard error of the
+    mean 13, so 100 is over 7 standard errors); a policy that has not learned the swing-up sits
+    at ~75 (docs/results/online: 74.5-75.2 for every seed before it learns); the 100k-budget
+    PWM runs score 188, 348 and 251 at 20k env steps. The old check (max return > 0) passed
+    with random actions. Measured once (issue 11): this job ended at 74.7, and fails.
     """
     run_dir = tmp_path / "run"
     out = subprocess.run(
@@ -227,8 +228,7 @@ def test_example_default_config_learns(tmp_path):
 
     torch.manual_seed(0)
     random_returns = evaluate_policy(make_env("cartpole-swingup", seed=0), None, 10)
-    baseline = random_returns.max().item()
-    assert final > baseline + 50, (final, random_returns.tolist())
+    assert final > random_returns.mean().item() + 100, (final, random_returns.tolist())
 
 
 @pytest.mark.slow
