@@ -27,6 +27,7 @@ from torchrl.envs import EnvBase, TransformedEnv
 __all__ = [
     "CheckpointError",
     "ReplayBufferDump",
+    "check_observation_layout",
     "load_checkpoint",
     "load_state_dict_checked",
     "rng_state",
@@ -100,6 +101,62 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"versions {READABLE_VERSIONS}."
         )
     return state
+
+
+#: Checkpoint entry holding the observation layout of the envs a run was trained on
+#: (:data:`torchrl_pwm.envs.make.OBSERVATION_LAYOUT_VERSION`); checkpoints without it were
+#: written with layout 1.
+OBSERVATION_LAYOUT_KEY = "observation_layout"
+
+
+def check_observation_layout(
+    state: Mapping[str, Any],
+    path: str | os.PathLike,
+    current: int,
+    *,
+    allow_old: bool = False,
+) -> int:
+    """Refuse a checkpoint whose networks were trained on another observation layout than
+    ``current``; returns the checkpoint's layout.
+
+    Layout 1 (checkpoints without :data:`OBSERVATION_LAYOUT_KEY`): ``make_env`` concatenated
+    a DMC task's observation entries in sorted-key order. Layout 2: in dm_control's own order,
+    as TD-MPC2 does. They differ on walker, hopper, finger and fish, where a network trained
+    on one reads scrambled inputs in the other. ``allow_old=True`` accepts an older layout,
+    for runs on tasks whose observation is the same in both (every other DMC domain and all
+    Gymnasium tasks).
+
+    Raises:
+        CheckpointError: the layouts differ (and ``allow_old`` does not cover it).
+
+    Examples:
+        >>> check_observation_layout({"observation_layout": 2}, "ckpt.pt", 2)
+        2
+        >>> try:
+        ...     check_observation_layout({}, "ckpt.pt", 2)
+        ... except CheckpointError as err:
+        ...     print(str(err)[:78])
+        Checkpoint ckpt.pt was written with observation layout 1 (make_env concatenate
+        >>> check_observation_layout({}, "ckpt.pt", 2, allow_old=True)
+        1
+    """
+    saved = state.get(OBSERVATION_LAYOUT_KEY, 1)
+    if saved == current or (allow_old and isinstance(saved, int) and saved < current):
+        return saved
+    if saved == 1:
+        raise CheckpointError(
+            f"Checkpoint {path} was written with observation layout 1 (make_env concatenated "
+            f"DMC observation entries in sorted-key order); this torchrl_pwm builds layout "
+            f"{current} (dm_control's own order, as TD-MPC2 does). On walker, hopper, finger "
+            "and fish tasks the entries moved, so the checkpoint's networks would read "
+            "scrambled observations: train again. A run on any other task (cartpole, cheetah, "
+            "reacher, acrobot, pendulum, cup, Gymnasium, ...) sees the same observations in "
+            "both layouts: resume it with allow_old_observation_layout=True. See CHANGELOG.md."
+        )
+    raise CheckpointError(
+        f"Checkpoint {path} was written with observation layout {saved!r}; this torchrl_pwm "
+        f"builds layout {current}. Use the torchrl_pwm version that wrote it."
+    )
 
 
 def load_state_dict_checked(module: torch.nn.Module, state: dict[str, Any], what: str) -> None:

@@ -447,6 +447,38 @@ def test_version_1_checkpoints_still_resume(tmp_path):
     resumed, _, rb2, loss2 = tiny_trainer(200, seed=1)
     hook = CheckpointHook(tmp_path / "v1.pt", interval=60)
     hook.register(resumed)
-    hook.resume()
+    with pytest.raises(CheckpointError, match="observation layout 1"):
+        hook.resume()  # written before make_env's observation layout 2
+    hook.resume(allow_old_observation_layout=True)  # cartpole: the same observation in both
     assert_identical(loss2.state_dict(), loss.state_dict())
     assert_identical(rb2[:], rb[:])
+
+
+def test_checkpoints_of_the_old_observation_layout_are_refused(tmp_path):
+    """make_env's observation layout 2 (dm_control's order) is recorded in every checkpoint;
+    one without it was written with layout 1 (sorted keys) and is refused, naming the tasks
+    that changed and the way to resume the others."""
+    trainer, _, rb, _ = tiny_trainer(200, seed=0)
+    rb.extend(_rows(0, 30))
+    hook = CheckpointHook(tmp_path / "checkpoint.pt", interval=60)
+    hook.register(trainer)
+    hook.save()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["observation_layout"] == 2
+    resumed, *_ = tiny_trainer(200, seed=1)
+    fresh = CheckpointHook(tmp_path / "checkpoint.pt", interval=60)
+    fresh.register(resumed)
+    fresh.resume()
+    del state["observation_layout"]  # what a version before layout 2 wrote
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")},
+                    tmp_path / "checkpoint.pt")  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"observation layout 1.*walker, hopper, finger"):
+        fresh.resume()
+    with pytest.raises(CheckpointError, match="allow_old_observation_layout=True"):
+        fresh.resume()
+    fresh.resume(allow_old_observation_layout=True)
+    state["observation_layout"] = 3  # written by a newer version: never accepted
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")},
+                    tmp_path / "checkpoint.pt")  # fmt: skip
+    with pytest.raises(CheckpointError, match="observation layout 3"):
+        fresh.resume(allow_old_observation_layout=True)

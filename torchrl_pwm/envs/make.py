@@ -16,7 +16,18 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
-__all__ = ["UnknownTaskError", "available_tasks", "make_env"]
+from torchrl_pwm.envs.dmc_custom import CUSTOM_TASKS, UNAVAILABLE_CUSTOM_TASKS, load_custom_task
+from torchrl_pwm.envs.multitask import MultiTaskPadding
+from torchrl_pwm.envs.task_sets import task_set as _task_set
+
+__all__ = ["OBSERVATION_LAYOUT_VERSION", "UnknownTaskError", "available_tasks", "make_env"]
+
+#: Version of the observation layout :func:`make_env` produces; checkpoints store it.
+#: 1: DMC entries concatenated in sorted-key order (before this version).
+#: 2: DMC entries concatenated in dm_control's own order (the task's ``OrderedDict``), as
+#: TD-MPC2 does; differs from 1 on walker, hopper, finger and fish. Gymnasium tasks and the
+#: other DMC domains are the same in both.
+OBSERVATION_LAYOUT_VERSION = 2
 
 
 class UnknownTaskError(ValueError):
@@ -66,14 +77,15 @@ def _gym_tasks() -> list[str]:
 
 def available_tasks() -> list[str]:
     """Names accepted by :func:`make_env`: DMC tasks in TD-MPC2's ``domain-task`` form
-    (``"cheetah-run"``, ``"cup-catch"``, ``"cartpole-swingup-sparse"``) and Gymnasium MuJoCo
-    ids (``"HalfCheetah-v5"``).
+    (``"cheetah-run"``, ``"cup-catch"``, ``"cartpole-swingup-sparse"``), the custom DMC tasks
+    of TD-MPC2's ``mt30`` that can be built (:mod:`torchrl_pwm.envs.dmc_custom`) and
+    Gymnasium MuJoCo ids (``"HalfCheetah-v5"``).
 
     Examples:
         >>> "cheetah-run" in available_tasks() and "HalfCheetah-v5" in available_tasks()
         True
     """
-    return sorted(_dmc_tasks()) + _gym_tasks()
+    return sorted([*_dmc_tasks(), *CUSTOM_TASKS]) + _gym_tasks()
 
 
 def _unknown_task_message(task: str) -> str:
@@ -89,9 +101,16 @@ def _unknown_task_message(task: str) -> str:
     )
 
 
+def _dm_control_observation_order(base: EnvBase) -> list[str]:
+    """The observation entries of a TorchRL DMC env in dm_control's own order (the order of the
+    task's ``OrderedDict``, which TD-MPC2 concatenates), without ``pixels``."""
+    return [key for key in base._env.observation_spec() if key != "pixels"]
+
+
 def make_env(
     task: str,
     *,
+    task_set: str | None = None,
     seed: int | None = 0,
     action_repeat: int | None = None,
     max_episode_steps: int | None = None,
@@ -105,17 +124,32 @@ def make_env(
     ``step_count`` (agent steps), ``is_init`` (:class:`~torchrl.envs.InitTracker`, which the
     collectors need) and ``episode_reward`` (:class:`~torchrl.envs.RewardSum`).
 
+    A DMC ``observation`` is the concatenation of the task's observation entries in
+    dm_control's own order (the order of the ``OrderedDict`` the task returns), exactly as
+    TD-MPC2 builds it, so models trained on TD-MPC2's data see what they were trained on
+    (observation layout version 2, :data:`OBSERVATION_LAYOUT_VERSION`; version 1, before,
+    sorted the entries by name, which differs on walker, hopper, finger and fish).
+
     DMC tasks repeat each action twice by default (TD-MPC2's convention: 500 agent steps per
     1000-step episode, summed rewards); Gymnasium tasks once. Everything the project reports
     counts **env steps, after the repeat**: ``frames * env.action_repeat``.
+
+    With ``task_set`` (``"mt30"`` or ``"mt80"``) the env speaks the set's padded interface
+    (:class:`~torchrl_pwm.envs.multitask.MultiTaskPadding`): observations zero-padded to the
+    set's largest, actions of the set's largest size (the extra entries are dropped before
+    stepping) and the task's id under ``"task"``, as TD-MPC2 evaluates multi-task models.
 
     Args:
         task: a name from :func:`available_tasks` (any other raises
             :class:`UnknownTaskError`). Meta-World names (``"mw-reach"``) raise
             :class:`NotImplementedError` with the reason: its package cannot share an
-            environment with the pinned dm-control / MuJoCo.
+            environment with the pinned dm-control / MuJoCo. So do the custom ``mt30`` tasks
+            that cannot be re-derived (``"reacher-three-easy"``, ``"reacher-three-hard"``; see
+            :mod:`torchrl_pwm.envs.dmc_custom`).
 
     Keyword Args:
+        task_set: ``None`` (the task's own observation and action), ``"mt30"`` or ``"mt80"``
+            (see above; ``task`` must belong to the set).
         seed: environment seed (``None``: unseeded).
         action_repeat: default 2 for DMC, 1 for Gymnasium.
         max_episode_steps: truncate episodes after this many agent steps (default: the task's
@@ -135,40 +169,49 @@ def make_env(
         >>> td = env.rollout(3)
         >>> td["next", "step_count"].squeeze(-1).tolist()
         [1, 2, 3]
+        >>> env = make_env("walker-walk", task_set="mt30")
+        >>> env.observation_spec["observation"].shape, env.action_spec.shape
+        (torch.Size([24]), torch.Size([6]))
+        >>> env.reset()["task"]
+        tensor(1)
     """
     # Headless rendering (and no GLFW warnings): EGL unless the user chose a backend.
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if task_set is not None:
+        names = [info.name for info in _task_set(task_set)]
+        if task not in names:
+            raise ValueError(
+                f"Task {task!r} is not in the task set {task_set!r}; its tasks are "
+                f"{', '.join(names)}."
+            )
     dmc = _dmc_tasks()
-    if task in dmc:
-        from torchrl.envs import DMControlEnv
+    if task in dmc or task in CUSTOM_TASKS:
+        from torchrl.envs import DMControlEnv, DMControlWrapper
 
         repeat = 2 if action_repeat is None else action_repeat
-        domain, name = dmc[task]
-        if render_size is None:
-            base: EnvBase = DMControlEnv(
-                domain,
-                name,
-                frame_skip=repeat,
-                from_pixels=from_pixels,
-                pixels_only=False,
-                device=device,
+        pixels = {"from_pixels": from_pixels, "pixels_only": False}
+        if render_size is not None:
+            pixels["render_kwargs"] = {"height": render_size[0], "width": render_size[1]}
+        if task in CUSTOM_TASKS:
+            base: EnvBase = DMControlWrapper(
+                load_custom_task(task), frame_skip=repeat, device=device, **pixels
             )
+        elif render_size is None:
+            domain, name = dmc[task]
+            base = DMControlEnv(domain, name, frame_skip=repeat, device=device, **pixels)
         else:
             # TorchRL 0.14's DMControlEnv forwards render_kwargs to suite.load (a TypeError);
             # the wrapper takes them.
             from dm_control import suite
-            from torchrl.envs import DMControlWrapper
 
             base = DMControlWrapper(
-                suite.load(domain, name),
-                frame_skip=repeat,
-                from_pixels=from_pixels,
-                pixels_only=False,
-                render_kwargs={"height": render_size[0], "width": render_size[1]},
-                device=device,
+                suite.load(*dmc[task]), frame_skip=repeat, device=device, **pixels
             )
-        obs_keys = [k for k in base.observation_spec.keys() if k != "pixels"]
-        env = TransformedEnv(base, CatTensors(in_keys=obs_keys, out_key="observation"))
+        # sort=False: CatTensors sorts its keys by default; TD-MPC2 keeps dm_control's order.
+        cat = CatTensors(
+            in_keys=_dm_control_observation_order(base), out_key="observation", sort=False
+        )
+        env = TransformedEnv(base, cat)
         env.append_transform(DoubleToFloat())
     elif task in _gym_tasks():
         from torchrl.envs import GymEnv
@@ -186,8 +229,12 @@ def make_env(
         env = TransformedEnv(base, DoubleToFloat())
     elif task.startswith("mw-"):
         raise NotImplementedError(_METAWORLD_UNAVAILABLE.format(task=task))
+    elif task in UNAVAILABLE_CUSTOM_TASKS:
+        raise NotImplementedError(UNAVAILABLE_CUSTOM_TASKS[task])
     else:
         raise UnknownTaskError(_unknown_task_message(task))
+    if task_set is not None:
+        env.append_transform(MultiTaskPadding(task_set, task))
     env.append_transform(StepCounter(max_steps=max_episode_steps))
     env.append_transform(InitTracker())
     env.append_transform(RewardSum())
@@ -195,4 +242,5 @@ def make_env(
         env.set_seed(seed)
     env.action_repeat = repeat
     env.task = task
+    env.task_set = task_set
     return env

@@ -19,13 +19,16 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.trainers import ReplayBufferTrainer, Trainer, TrainerHookBase
 
 from torchrl_pwm.checkpoint import (
+    OBSERVATION_LAYOUT_KEY,
     CheckpointError,
     ReplayBufferDump,
+    check_observation_layout,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from torchrl_pwm.envs.make import OBSERVATION_LAYOUT_VERSION
 from torchrl_pwm.evaluation.record import record_episode, save_gif
 
 __all__ = [
@@ -340,6 +343,7 @@ class CheckpointHook(TrainerHookBase):
             "replay": replay,
             "rng": rng_state(self._envs()),
             "metadata": self.metadata,
+            OBSERVATION_LAYOUT_KEY: OBSERVATION_LAYOUT_VERSION,
         }
         save_checkpoint(payload, self.path)
         for dump in self._dumps.values():  # committed: the chunks no index needs can go
@@ -353,16 +357,38 @@ class CheckpointHook(TrainerHookBase):
         if done or trainer.collected_frames - self.last_frames >= self.interval:
             self.save()
 
-    def resume(self, *, check_metadata: tuple[str, ...] = ()) -> dict[str, Any]:
+    def resume(
+        self,
+        *,
+        check_metadata: tuple[str, ...] = (),
+        allow_old_observation_layout: bool = False,
+    ) -> dict[str, Any]:
         """Load the checkpoint into the registered trainer, its replay buffers and the
         generators; return its metadata.
 
+        Checkpoints record the observation layout of :func:`~torchrl_pwm.envs.make_env`
+        (:data:`~torchrl_pwm.envs.make.OBSERVATION_LAYOUT_VERSION`); one written with another
+        layout is refused (see :func:`~torchrl_pwm.checkpoint.check_observation_layout`).
+
+        Keyword Args:
+            check_metadata: metadata keys that must equal this run's.
+            allow_old_observation_layout: accept a checkpoint of an older layout, for a run
+                on a task whose observation did not change (not walker, hopper, finger or
+                fish).
+
         Raises:
-            CheckpointError: unreadable file or replay-buffer chunk, a state that does not fit
-                this run's modules, or metadata ``check_metadata`` keys that differ from this
-                run's (e.g. another task or model size).
+            CheckpointError: unreadable file or replay-buffer chunk, another observation
+                layout, a state that does not fit this run's modules, or metadata
+                ``check_metadata`` keys that differ from this run's (e.g. another task or
+                model size).
         """
         state = load_checkpoint(self.path)
+        check_observation_layout(
+            state,
+            self.path,
+            OBSERVATION_LAYOUT_VERSION,
+            allow_old=allow_old_observation_layout,
+        )
         saved = state.get("metadata", {})
         for key in check_metadata:
             if saved.get(key) != self.metadata.get(key):
