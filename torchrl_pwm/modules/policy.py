@@ -41,8 +41,9 @@ class PWMPolicy(nn.Module):
     def __init__(self, world_model: TDMPC2WorldModel, actor: TensorDictModuleBase) -> None:
         super().__init__()
         head = _location_scale_head(actor)
-        self.__dict__["encoder"] = world_model.encoder.module  # shared, not registered twice
-        self.__dict__["head"] = head
+        # shared with the world model and the actor (same parameter objects, no copy)
+        self.encoder = world_model.encoder.module
+        self.head = head
 
     def forward(self, observation: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         loc, scale = self.head(self.encoder(observation, task))
