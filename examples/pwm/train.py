@@ -87,6 +87,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         num_slices=cfg.world_model.batch_size,
         device=cfg.replay_buffer.device,
         prefetch=cfg.replay_buffer.prefetch,
+        pin_memory=cfg.replay_buffer.get("pin_memory", False),
     )
 
     # -- optimisation ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ def make_sequence_replay_buffer(
     device: torch.device | str = "cpu",
     traj_key: NestedKey = ("collector", "traj_ids"),
     prefetch: int | None = None,
+    pin_memory: bool = False,
 ) -> TensorDictReplayBuffer:
     """A replay buffer that samples ``num_slices`` windows of ``horizon`` consecutive steps.
 
@@ -45,6 +46,9 @@ def make_sequence_replay_buffer(
         device: storage device.
         traj_key: trajectory-id key (the collector's by default).
         prefetch: number of batches to prefetch in a background thread.
+        pin_memory: pin sampled CPU batches in page-locked memory, so that their copy to a
+            GPU (``batch.to("cuda", non_blocking=True)``) overlaps compute. With ``prefetch``,
+            sampling and pinning happen off the training thread.
 
     Examples:
         >>> from tensordict import TensorDict
@@ -69,4 +73,5 @@ def make_sequence_replay_buffer(
         sampler=SliceSampler(slice_len=horizon, traj_key=traj_key, strict_length=True),
         batch_size=num_slices * horizon,
         prefetch=prefetch,
+        pin_memory=pin_memory,
     )
