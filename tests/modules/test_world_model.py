@@ -73,9 +73,26 @@ def test_multitask_embedding_and_action_mask():
     a_other = a.clone()
     a_other[:, 1:] = -a_other[:, 1:]  # differs only in dims masked for task 1
     t1 = torch.ones(4, dtype=torch.long)
-    torch.testing.assert_close(wm.next(z, a, t1), wm.next(z, a_other, t1))
     t0 = torch.zeros(4, dtype=torch.long)
-    assert not torch.allclose(wm.next(z, a, t0), wm.next(z, a_other, t0))
+    # TD-MPC2's behaviour (default): dynamics and reward see the padded entries as given
+    assert not torch.allclose(wm.next(z, a, t1), wm.next(z, a_other, t1))
+    # ... and equal an explicit concatenation [z, e, a] through the network
+    dyn = wm.get_transition_model_operator().module.net
+    e = wm.task_conditioning.embedding(t1)
+    torch.testing.assert_close(wm.next(z, a, t1), dyn(torch.cat([z, e, a], -1)))
+    # the explicit option masks them before dynamics, reward and Q
+    masked = TDMPC2WorldModel(
+        8, 3, size="1M", num_tasks=2, task_dim=16, action_dims=[3, 1],
+        mask_action_inputs=True, value_heads=True,
+    )  # fmt: skip
+    torch.nn.init.normal_(masked.get_reward_operator().module.net[-1].weight)
+    torch.nn.init.normal_(masked.q_ensemble.weights[-1])
+    masked.eval()  # no Q dropout
+    torch.testing.assert_close(masked.next(z, a, t1), masked.next(z, a_other, t1))
+    torch.testing.assert_close(masked.reward(z, a, t1), masked.reward(z, a_other, t1))
+    torch.testing.assert_close(masked.q_logits(z, a, t1), masked.q_logits(z, a_other, t1))
+    assert not torch.allclose(masked.next(z, a, t0), masked.next(z, a_other, t0))
+    assert not torch.allclose(masked.q_logits(z, a, t0), masked.q_logits(z, a_other, t0))
     # tasks change the encoding; [B, 1] task ids are accepted; rows have norm <= 1 (max_norm)
     obs = torch.randn(4, 8)
     assert not torch.allclose(wm.encode(obs, t0), wm.encode(obs, t1))

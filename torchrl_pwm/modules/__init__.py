@@ -18,6 +18,7 @@ from torchrl_pwm.modules.layers import (
     trunc_normal_init_,
 )
 from torchrl_pwm.modules.policy import PWMPolicy, make_pwm_policy
+from torchrl_pwm.modules.tdmpc2_checkpoint import TDMPC2CheckpointReport, to_tdmpc2_state_dict
 from torchrl_pwm.modules.value import ValueEnsemble
 from torchrl_pwm.modules.world_model import WORLD_MODEL_PRESETS, TDMPC2WorldModel, WorldModelPreset
 
@@ -28,6 +29,7 @@ __all__ = [
     "PWMPolicy",
     "SimNorm",
     "StateIndependentScale",
+    "TDMPC2CheckpointReport",
     "TDMPC2WorldModel",
     "ValueEnsemble",
     "WorldModelPreset",
@@ -39,6 +41,7 @@ __all__ = [
     "symexp",
     "symlog",
     "td_lambda_return",
+    "to_tdmpc2_state_dict",
     "trunc_normal_init_",
     "two_hot",
     "two_hot_inv",

@@ -100,12 +100,17 @@ class _Encoder(nn.Module):
 
 
 class _LatentActionNet(nn.Module):
-    """Runs ``net([z, e, a])`` (TD-MPC2's input order, which its checkpoints depend on)."""
+    """Runs ``net([z, e, a])`` (TD-MPC2's input order, which its checkpoints depend on).
 
-    def __init__(self, net: nn.Module, tasks: _TaskConditioning | None):
+    The action goes in as given (TD-MPC2 and the original PWM: padded entries included);
+    with ``mask_actions`` its padded entries are zeroed first with the task's action mask.
+    """
+
+    def __init__(self, net: nn.Module, tasks: _TaskConditioning | None, mask_actions: bool = False):
         super().__init__()
         self.net = net
         self.__dict__["tasks"] = tasks
+        self.mask_actions = mask_actions
 
     def features(
         self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None
@@ -113,7 +118,9 @@ class _LatentActionNet(nn.Module):
         if self.tasks is None:
             return torch.cat([latent, action], -1)
         embedding = self.tasks.embed(task, latent.shape[:-1])
-        return torch.cat([latent, embedding, self.tasks.mask(action, task)], -1)
+        if self.mask_actions:
+            action = self.tasks.mask(action, task)
+        return torch.cat([latent, embedding, action], -1)
 
     def forward(
         self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None
@@ -124,8 +131,17 @@ class _LatentActionNet(nn.Module):
 class _RewardHead(_LatentActionNet):
     """Returns ``(decoded reward [..., 1], logits [..., num_bins or 1])``."""
 
-    def __init__(self, net, tasks, num_bins: int, vmin: float, vmax: float, reward_space: str):
-        super().__init__(net, tasks)
+    def __init__(
+        self,
+        net,
+        tasks,
+        num_bins: int,
+        vmin: float,
+        vmax: float,
+        reward_space: str,
+        mask_actions: bool = False,
+    ):
+        super().__init__(net, tasks, mask_actions)
         self.num_bins, self.vmin, self.vmax = num_bins, vmin, vmax
         self.reward_space = reward_space
 
@@ -146,7 +162,16 @@ class TDMPC2WorldModel(WorldModelWrapper):
     head ``R(z, e, a)`` predicts two-hot logits over ``num_bins`` symlog bins (or a scalar with
     ``num_bins=0``). ``e`` is an optional task embedding (multi-task models); observations are
     then zero-padded to the task set's largest observation and actions padded to its largest
-    action, the padded action entries being masked per task.
+    action.
+
+    **Padded action entries.** As in TD-MPC2 and the original PWM, dynamics, reward and Q take
+    the action as given, padded entries included: TD-MPC2 masks only its policy prior's mean
+    and log-std (:meth:`policy_prior_mean_log_std`), so its data and its planner's actions
+    hold zeros there, and an imported model computes exactly what TD-MPC2 computes. With
+    ``mask_action_inputs=True`` the padded entries are zeroed with the task's action mask
+    before entering dynamics, reward and Q, which makes the model blind to them whatever
+    the policy writes there (not TD-MPC2's behaviour: a model trained that way and one
+    trained by TD-MPC2 agree only where the padded entries are zero).
 
     The module is a :class:`~torchrl.modules.WorldModelWrapper` of two ``TensorDictModule``
     operators, both reading ``latent`` and ``action`` (and ``task``):
@@ -162,7 +187,14 @@ class TDMPC2WorldModel(WorldModelWrapper):
 
     With ``value_heads=True`` the model also holds TD-MPC2's policy prior and Q ensemble
     (``num_q`` members, two-hot logits), which TD-MPC2 trains jointly with the world model and
-    which its checkpoints contain. PWM's policy learning never uses them.
+    which its checkpoints contain (:meth:`policy_prior_mean_log_std`, :meth:`q_logits`). PWM's
+    policy learning never uses them.
+
+    **TD-MPC2 checkpoints** load with :meth:`from_tdmpc2_checkpoint` (both layouts TD-MPC2
+    has written). Rewards then decode as TD-MPC2's ``two_hot_inv`` with
+    ``reward_space="raw"`` (symexp of the softmax expectation over the bins: TD-MPC2 parity)
+    and as the original PWM's ``almost_two_hot_inv`` with ``reward_space="symlog"`` (the same
+    expectation without symexp: PWM parity, what PWM's actor and critic optimise).
 
     **What the preset names count.** TD-MPC2 names its sizes after the whole agent on the
     80-task set (observations 39, actions 6, 80 tasks, task_dim 96). With
@@ -177,7 +209,8 @@ class TDMPC2WorldModel(WorldModelWrapper):
 
     Keyword Args:
         size: a preset name of :data:`WORLD_MODEL_PRESETS` (default ``"5M"``); explicit
-            ``latent_dim``, ``enc_dim``, ``mlp_dim``, ``num_enc_layers`` override it.
+            ``latent_dim``, ``enc_dim``, ``mlp_dim``, ``num_enc_layers``, ``num_q`` override
+            it.
         num_bins: reward bins (101); ``0`` or ``1`` for a scalar reward head.
         vmin: lower end of the bin support in symlog space (-10).
         vmax: upper end of the bin support in symlog space (10).
@@ -186,7 +219,10 @@ class TDMPC2WorldModel(WorldModelWrapper):
         task_dim: task-embedding size (96; the released mt30 5M/19M/48M checkpoints use 64).
         action_dims: valid action size per task, for the action masks (default: all).
         reward_space: ``"symlog"`` (default) or ``"raw"``, see above.
+        mask_action_inputs: zero the padded action entries (task's action mask) before
+            dynamics, reward and Q (default ``False``: TD-MPC2's behaviour, see above).
         value_heads: also build the policy prior and the Q ensemble.
+        log_std_bounds: ``(min, max)`` of the policy prior's log-std (TD-MPC2: ``(-10, 2)``).
         observation_key: key of the observation (``"observation"``).
         latent_key: key of the latent (``"latent"``).
         action_key: key of the action (``"action"``).
@@ -215,6 +251,7 @@ class TDMPC2WorldModel(WorldModelWrapper):
         enc_dim: int | None = None,
         mlp_dim: int | None = None,
         num_enc_layers: int | None = None,
+        num_q: int | None = None,
         num_bins: int = 101,
         vmin: float = -10.0,
         vmax: float = 10.0,
@@ -223,7 +260,9 @@ class TDMPC2WorldModel(WorldModelWrapper):
         task_dim: int = 96,
         action_dims: Sequence[int] | None = None,
         reward_space: str = "symlog",
+        mask_action_inputs: bool = False,
         value_heads: bool = False,
+        log_std_bounds: tuple[float, float] = (-10.0, 2.0),
         observation_key: NestedKey = "observation",
         latent_key: NestedKey = "latent",
         action_key: NestedKey = "action",
@@ -274,6 +313,7 @@ class TDMPC2WorldModel(WorldModelWrapper):
                 last_activation=SimNorm(simplex_dim),
             ),
             tasks,
+            mask_action_inputs,
         )
         reward = _RewardHead(
             normed_mlp(latent_dim + e + action_dim, [mlp_dim, mlp_dim], out_bins),
@@ -282,6 +322,7 @@ class TDMPC2WorldModel(WorldModelWrapper):
             vmin,
             vmax,
             reward_space,
+            mask_action_inputs,
         )
         for net in (encoder, dynamics, reward, tasks):
             if net is not None:
@@ -318,12 +359,16 @@ class TDMPC2WorldModel(WorldModelWrapper):
             action_key,
         )
         self.reward_key, self.task_key = reward_key, task_key
+        self.mask_action_inputs = mask_action_inputs
+        # TD-MPC2's log_std_min / log_std_dif (plain numbers: not in our state dict)
+        self.log_std_min = float(log_std_bounds[0])
+        self.log_std_dif = float(log_std_bounds[1]) - float(log_std_bounds[0])
         if value_heads:
             self.policy_prior = trunc_normal_init_(
                 normed_mlp(latent_dim + e, [mlp_dim, mlp_dim], 2 * action_dim)
             )
             self.q_ensemble = EnsembleMLP(
-                preset.num_q,
+                num_q or preset.num_q,
                 latent_dim + e + action_dim,
                 [mlp_dim, mlp_dim],
                 out_bins,
@@ -363,6 +408,129 @@ class TDMPC2WorldModel(WorldModelWrapper):
     def decode_reward(self, logits: torch.Tensor) -> torch.Tensor:
         """Decode reward-head outputs as the imagination does."""
         return self.get_reward_operator().module.decode(logits)
+
+    def _value_head_input(self, latent: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        if self.policy_prior is None:
+            raise RuntimeError(
+                "This world model has no policy prior or Q ensemble: build it with "
+                "value_heads=True (from_tdmpc2_checkpoint does)."
+            )
+        if self.task_conditioning is None:
+            return latent
+        return torch.cat([latent, self.task_conditioning.embed(task, latent.shape[:-1])], -1)
+
+    def policy_prior_mean_log_std(
+        self, latent: torch.Tensor, task: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """TD-MPC2's policy prior ``π(z, e)``: the Gaussian's mean (before ``tanh``) and
+        log-std, ``log_std_min + ½·log_std_dif·(tanh(x) + 1)``; for multi-task models both are
+        multiplied by the task's action mask, as in TD-MPC2 (padded actions are ``tanh(0) =
+        0``). TD-MPC2's evaluation action is ``tanh(mean)``. Needs ``value_heads=True``.
+
+        Examples:
+            >>> wm = TDMPC2WorldModel(5, 3, size="1M", num_tasks=2, action_dims=[3, 1],
+            ...                       value_heads=True)
+            >>> mean, log_std = wm.policy_prior_mean_log_std(
+            ...     torch.rand(4, 128), torch.tensor([0, 1, 1, 0]))
+            >>> mean.shape, bool((mean[1, 1:] == 0).all()), bool((log_std[1, 1:] == 0).all())
+            (torch.Size([4, 3]), True, True)
+        """
+        mean, raw_log_std = self.policy_prior(self._value_head_input(latent, task)).chunk(2, -1)
+        log_std = self.log_std_min + 0.5 * self.log_std_dif * (torch.tanh(raw_log_std) + 1)
+        if self.task_conditioning is not None:
+            mask = self.task_conditioning.action_masks[
+                self.task_conditioning._index(task, latent.shape[:-1])
+            ]
+            mean, log_std = mean * mask, log_std * mask
+        return mean, log_std
+
+    def q_logits(
+        self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Every member of TD-MPC2's Q ensemble on ``[z, e, a]``: two-hot logits of shape
+        ``[..., num_q, num_bins]`` (TD-MPC2's ``Q(..., return_type="all")``, whose members
+        come first). The action goes in as given, unless ``mask_action_inputs``. Needs
+        ``value_heads=True``.
+
+        Examples:
+            >>> wm = TDMPC2WorldModel(5, 2, size="1M", value_heads=True)
+            >>> wm.q_logits(torch.rand(4, 128), torch.rand(4, 2)).shape
+            torch.Size([4, 2, 101])
+        """
+        features = self._value_head_input(latent, task)
+        if self.mask_action_inputs and self.task_conditioning is not None:
+            action = self.task_conditioning.mask(action, task)
+        return self.q_ensemble(torch.cat([features, action], -1))
+
+    @classmethod
+    def from_tdmpc2_checkpoint(
+        cls,
+        path,
+        task_set=None,
+        *,
+        return_report: bool = False,
+        **kwargs,
+    ):
+        """Build a world model (with its policy prior and Q ensemble) from a checkpoint
+        written by TD-MPC2 (``torch.save({"model": state_dict})``), loaded with
+        ``torch.load(weights_only=True)``.
+
+        Both layouts TD-MPC2 has written are read: the current one (Q ensemble as TensorDict
+        parameters ``_Qs.params.<layer>.<name>``, ``_detach_Qs_params``,
+        ``_target_Qs_params``, buffers ``log_std_min``, ``log_std_dif``, ``_action_masks``)
+        and the paper-era functorch one (``_Qs.params.<n>`` and ``_target_Qs.params.<n>``,
+        four tensors per layer; no ``log_std_*`` nor ``_action_masks``: TD-MPC2's log-std
+        bounds ``(-10, 2)`` and the task set's action sizes are used). The architecture
+        (observation, action and latent sizes, widths, encoder depth, task-embedding size,
+        bins, ensemble size) is read from the tensors' shapes, which covers the released
+        ``mt30`` models' quirks (``task_dim`` 64 at 5M/19M/48M, latent 512 at 19M).
+
+        Every key is consumed or reported: encoder, dynamics, reward, task embedding, policy
+        prior, Q ensemble, ``log_std_min`` / ``log_std_dif`` go into the model;
+        ``_action_masks`` is checked against the task set; the target Q copy is returned in
+        the report (``report.target_q_ensemble``); ``_detach_Qs_params`` (the same values as
+        ``_Qs.params``: checked) and the ``__batch_size`` / ``__device`` entries are listed
+        as ignored, as is an episodic model's termination head. Any other key is an error.
+
+        Args:
+            path: the checkpoint file.
+            task_set: for multi-task checkpoints, ``"mt30"`` or ``"mt80"`` (checked against
+                the number of task embeddings, the padded observation and action sizes and the
+                action masks; gives the action masks of paper-era files), or ``None`` (current
+                layout: the masks come from the file). Must be ``None`` for single-task
+                checkpoints.
+
+        Keyword Args:
+            return_report: also return the :class:`TDMPC2CheckpointReport`.
+            **kwargs: other constructor arguments (``reward_space="raw"`` for TD-MPC2
+                parity, ``mask_action_inputs``, keys).
+
+        Raises:
+            ValueError: a key that is missing, unknown or of another shape than the others
+                imply, or a task set that does not match; the message names the key and what
+                was expected.
+            FileNotFoundError / RuntimeError: no file, or one that does not load weights-only.
+
+        Examples:
+            >>> import tempfile, os
+            >>> from torchrl_pwm.modules import to_tdmpc2_state_dict
+            >>> src = TDMPC2WorldModel(5, 1, size="1M", value_heads=True)
+            >>> path = os.path.join(tempfile.mkdtemp(), "tdmpc2.pt")
+            >>> state = to_tdmpc2_state_dict(src)
+            >>> torch.save({"model": state}, path)
+            >>> wm, report = TDMPC2WorldModel.from_tdmpc2_checkpoint(path, return_report=True)
+            >>> report.layout, wm.latent_dim, len(state), len(report.consumed), len(report.ignored)
+            ('current', 128, 78, 62, 16)
+            >>> report.ignored["_detach_Qs_params.0.weight"]
+            "detached view of '_Qs.params.0.weight' (same values, checked)"
+            >>> obs = torch.randn(3, 5)
+            >>> torch.equal(wm.encode(obs), src.encode(obs))
+            True
+        """
+        from torchrl_pwm.modules.tdmpc2_checkpoint import load_tdmpc2_checkpoint
+
+        model, report = load_tdmpc2_checkpoint(cls, path, task_set, **kwargs)
+        return (model, report) if return_report else model
 
     @property
     def reward_space(self) -> str:
