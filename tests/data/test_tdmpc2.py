@@ -144,6 +144,13 @@ def test_per_task_filtering(rollouts, tmp_path):
     assert only.episodes["file"].tolist() == [0, 0, 1, 1]
     assert only.episodes["file_episode"].tolist() == [2, 3, 2, 3]
     assert torch.equal(only.episode(0)["observation"], ds.episode(2)["observation"])
+    draws = [
+        ds.make_replay_buffer(
+            horizon=4, batch_size=8, generator=torch.Generator().manual_seed(1)
+        ).sample()["episode"]
+        for _ in range(2)
+    ]
+    assert torch.equal(*draws)  # a seeded generator draws the same slices
     with pytest.raises(ValueError, match="No episode of the tasks"):
         ds.make_replay_buffer(horizon=4, batch_size=8, tasks=["walker-walk"])
     with pytest.raises(ValueError, match="not in the task set"):

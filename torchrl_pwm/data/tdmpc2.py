@@ -470,37 +470,51 @@ _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", 4)
 _LIBC = None
 
 
-def _drop_pages(*tensors: torch.Tensor) -> None:
-    """Unmap the pages of memory-mapped tensors from this process (Linux ``madvise``): the data
-    stays in the file / page cache, the process's resident memory stops counting it. Without
-    this, reading a 40 GB file through a mapping leaves up to 40 GB counted as resident.
+def _file_mappings() -> list[tuple[int, int, bool]]:
+    """This process's file-backed mappings: (start, end, shared)."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                out.append((start, end, parts[1][3] == "s"))
+    return out
 
-    Only for file-backed mappings that are read-only or shared (a private mapping's written
-    pages would be lost): torch.load(mmap=True) chunks we never write to, and tensordict's
-    MemoryMappedTensor (shared).
+
+def _drop_pages(*tensors: torch.Tensor, private: bool = False) -> None:
+    """Unmap the pages of memory-mapped tensors from this process (Linux ``madvise``): the data
+    stays in the file and the page cache, but stops counting as this process's resident
+    memory. Without this, reading a 40 GB file through a mapping leaves up to 40 GB counted as
+    resident. Only pages of file-backed mappings are dropped: shared ones (tensordict's
+    memory-mapped tensors, where written pages stay in the page cache), and private ones
+    (``torch.load(mmap=True)``) only with ``private=True``, for mappings this module loaded and
+    never wrote (dropping a written private page would lose the write).
     """
     global _LIBC
     if not sys.platform.startswith("linux"):
         return
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-        _LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    maps = None
     page = mmap.PAGESIZE
     for tensor in tensors:
         if tensor.device.type != "cpu" or not tensor.numel() or not tensor.is_contiguous():
             continue
-        storage = tensor.untyped_storage()
-        if not getattr(storage, "filename", None):  # only file-backed storages
-            continue
+        if maps is None:
+            try:
+                maps = _file_mappings()
+            except OSError:
+                return
         start = tensor.data_ptr()
         end = start + tensor.numel() * tensor.element_size()
-        base = storage.data_ptr()
-        limit = base + storage.nbytes()
-        # whole pages inside the storage only: never touch memory beyond the mapping
-        first = max(start - start % page, base - base % page)
-        last = min(end + (-end) % page, limit + (-limit) % page)
-        if last > first:
-            _LIBC.madvise(first, last - first, _MADV_DONTNEED)
+        for lo, hi, shared in maps:
+            if lo <= start and end <= hi:
+                if shared or private:
+                    if _LIBC is None:
+                        _LIBC = ctypes.CDLL(None, use_errno=True)
+                        _LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                    first, last = start - start % page, min(end + (-end) % page, hi)
+                    _LIBC.madvise(first, last - first, _MADV_DONTNEED)
+                break
 
 
 # ---------------------------------------------------------------------------------------------
@@ -829,6 +843,7 @@ class TDMPC2Dataset:
             else:
                 first_task = chunk.get("task")[:, 0].long()
                 kept.append(torch.isin(first_task, torch.tensor(keep_ids)).nonzero().squeeze(-1))
+                _drop_pages(chunk.get("task"), private=True)
             chunks.append(chunk)
         episode_counts = [c.batch_size[0] if k is None else len(k) for c, k in zip(chunks, kept)]
         total_episodes = sum(episode_counts)
@@ -897,7 +912,8 @@ class TDMPC2Dataset:
                         episodes["file_episode"][episode : episode + n] = source
                         _drop_pages(*(dest.get(k) for k in dest.keys()))
                         episode += n
-                    _drop_pages(*(chunk.get(k)[e0 : e0 + step] for k in CHUNK_KEYS))
+                    # chunks loaded above with mmap=True and only read: safe to drop
+                    _drop_pages(*(chunk.get(k)[e0 : e0 + step] for k in CHUNK_KEYS), private=True)
                     if bar is not None:
                         bar.update(n * rows_per_episode)
             episodes.memmap(prefix=tmp / "episodes")
@@ -1000,6 +1016,7 @@ class TDMPC2Dataset:
         device: torch.device | str = "cpu",
         storage_device: torch.device | str | None = None,
         prefetch: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> ReplayBuffer:
         """A read-only TorchRL :class:`~torchrl.data.ReplayBuffer` whose ``sample()`` returns
         ``batch_size`` slices of ``horizon`` transitions, shaped ``[batch_size, horizon]``.
@@ -1023,6 +1040,7 @@ class TDMPC2Dataset:
                 memory-mapped CPU storage otherwise.
             prefetch: batches prepared ahead in background threads; default 2 when gathering
                 on the CPU for an accelerator (into pinned memory), none otherwise.
+            generator: a CPU generator for the slices drawn (default: torch's global one).
 
         Examples:
             See :class:`TDMPC2Dataset`.
@@ -1051,6 +1069,7 @@ class TDMPC2Dataset:
             batch_size=batch_size * (horizon + 1),
             transform=_SlicesToTransitions(horizon, device, pin),
             prefetch=prefetch or None,
+            generator=generator,
         )
 
     def episode(self, index: int) -> TensorDict:
