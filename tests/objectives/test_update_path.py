@@ -151,7 +151,7 @@ def test_pwm_loss_outputs_log_through_torchrl_logger(tmp_path):
     logger = CSVLogger("pwm", log_dir=str(tmp_path))
     for key, value in out.items():
         assert value.ndim == 0, key
-        logger.log_scalar(key, value)  # TypeError on a TensorDict entry
+        logger.log_scalar(key, value.detach())  # TypeError on a TensorDict entry
 
 
 def test_partly_frozen_world_model_stays_frozen():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
@@ -177,6 +177,8 @@ class FirstOrderActorLoss(LossModule):
     out_keys = ["loss_actor", "imagined_return", "return_std", "action_std"]
 
     actor_network: TensorDictModule
+    actor_network_params: TensorDictParams
+    target_actor_network_params: TensorDictParams  # None: the actor has no target
 
     def __init__(
         self,
@@ -196,7 +198,7 @@ class FirstOrderActorLoss(LossModule):
         self.reduction = reduction or "mean"
         if self.reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
-        self.actor_network = actor_network
+        self.convert_to_functional(actor_network, "actor_network")
         # Referenced, not registered: their parameters belong to other losses.
         self.__dict__["value_network"] = value_network
         self.__dict__["model_based_env"] = model_based_env
