@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 from torchrl.data import Bounded, TensorSpec
 from torchrl.modules import ProbabilisticActor, TanhNormal
 
-from torchrl_pwm.modules.layers import Mish
+from torchrl_pwm.modules.layers import normed_mlp
 
 __all__ = ["StateIndependentScale", "make_pwm_actor"]
 
@@ -82,16 +81,6 @@ class StateIndependentScale(nn.Module):
         return loc, log_std.exp().expand_as(loc)
 
 
-def _actor_mlp(in_features: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:
-    """SHAC/PWM actor body: ``Linear → Mish → LayerNorm`` blocks, then a ``Linear``."""
-    layers: list[nn.Module] = []
-    sizes = [in_features, *hidden]
-    for n_in, n_out in itertools.pairwise(sizes):
-        layers += [nn.Linear(n_in, n_out), Mish(), nn.LayerNorm(n_out)]
-    layers.append(nn.Linear(sizes[-1], out_features))
-    return nn.Sequential(*layers)
-
-
 def make_pwm_actor(
     latent_dim: int,
     action_spec: TensorSpec | int,
@@ -143,7 +132,7 @@ def make_pwm_actor(
         )
     action_dim = action_spec.shape[-1]
     net = StateIndependentScale(
-        _actor_mlp(latent_dim, hidden_sizes, action_dim),
+        normed_mlp(latent_dim, hidden_sizes, action_dim, activation_first=True),
         action_dim,
         init_log_std=init_log_std,
         min_log_std=min_log_std,

@@ -80,8 +80,12 @@ def normed_mlp(
     *,
     last_activation: nn.Module | None = None,
     dropout: float = 0.0,
+    activation_first: bool = False,
 ) -> nn.Sequential:
     """TD-MPC2's MLP: hidden blocks ``Linear → LayerNorm → Mish``, then the output layer.
+
+    With ``activation_first=True`` the blocks are ``Linear → Mish → LayerNorm`` (SHAC's and
+    PWM's actor and critics).
 
     Args:
         in_features: input size.
@@ -92,6 +96,7 @@ def normed_mlp(
         last_activation: if given, the output layer is ``Linear → LayerNorm → last_activation``
             (e.g. :class:`SimNorm` for encoders and dynamics); otherwise a plain ``Linear``.
         dropout: dropout probability after the first hidden ``Linear`` (TD-MPC2's Q heads).
+        activation_first: block order, see above.
 
     Examples:
         >>> net = normed_mlp(10, [32, 32], 16, last_activation=SimNorm(8))
@@ -104,7 +109,8 @@ def normed_mlp(
         layers.append(nn.Linear(n_in, n_out))
         if dropout and i == 0:
             layers.append(nn.Dropout(dropout))
-        layers += [nn.LayerNorm(n_out), Mish()]
+        block = [Mish(), nn.LayerNorm(n_out)] if activation_first else [nn.LayerNorm(n_out), Mish()]
+        layers += block
     layers.append(nn.Linear(sizes[-1], out_features))
     if last_activation is not None:
         layers += [nn.LayerNorm(out_features), last_activation]
