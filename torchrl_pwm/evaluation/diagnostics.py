@@ -495,7 +495,7 @@ def actor_loss_objective(
 
     def zeroth_order(start: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         key = "_score_log_prob"
-        policy = _ScoreFunctionPolicy(loss.actor_network, loss.model_based_env.action_key, key)
+        policy = _ScoreFunctionPolicy(loss.actor_network, "action", key)
         with _actor_swapped(loss, policy), set_exploration_type(ExplorationType.RANDOM):
             returns, traj = loss.imagine(start)
         log_prob = traj.get(key)

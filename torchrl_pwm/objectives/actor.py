@@ -9,11 +9,11 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
+from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule, ValueEstimators
 
-from torchrl_pwm.envs import LatentWorldModelEnv
-from torchrl_pwm.modules import StateIndependentScale, td_lambda_return
+from torchrl_pwm.modules import StateIndependentScale, TDMPC2WorldModel, td_lambda_return
 from torchrl_pwm.objectives._utils import (
     call_held_out,
     detached_parameters,
@@ -80,7 +80,11 @@ class FirstOrderActorLoss(LossModule):
         actor_network: the policy (e.g. :func:`~torchrl_pwm.modules.make_pwm_actor`).
         value_network: the critic ensemble writing the min over members under
             ``tensor_keys.value`` (:class:`~torchrl_pwm.modules.ValueEnsemble`).
-        model_based_env: the imagination environment.
+        model_based_env: the imagination environment
+            (:class:`~torchrl_pwm.envs.LatentWorldModelEnv`, TorchRL's convention for
+            model-based actor losses), or directly its
+            :class:`~torchrl_pwm.modules.TDMPC2WorldModel`: the loss only needs the world
+            model, which it rolls out as tensors.
 
     Keyword Args:
         imagination_horizon: ``H`` (16).
@@ -184,7 +188,7 @@ class FirstOrderActorLoss(LossModule):
         self,
         actor_network: TensorDictModuleBase,
         value_network: TensorDictModuleBase,
-        model_based_env: LatentWorldModelEnv,
+        model_based_env: EnvBase | TDMPC2WorldModel,
         *,
         imagination_horizon: int = 16,
         normalize_returns: bool = True,
@@ -201,9 +205,18 @@ class FirstOrderActorLoss(LossModule):
         self.convert_to_functional(actor_network, "actor_network")
         # Referenced, not registered: their parameters belong to other losses.
         self.__dict__["value_network"] = value_network
+        world_model = getattr(model_based_env, "world_model", model_based_env)
+        if not isinstance(world_model, TDMPC2WorldModel):
+            raise TypeError(
+                "model_based_env must be a LatentWorldModelEnv or a TDMPC2WorldModel, got "
+                f"{type(model_based_env).__name__}."
+            )
         self.__dict__["model_based_env"] = model_based_env
+        self.__dict__["world_model"] = world_model
+        self.latent_key = world_model.latent_key
+        self.task_key = world_model.task_key if world_model.num_tasks is not None else None
         self.__dict__["_bootstrap_params"] = value_network_params
-        self.__dict__["_model_calls"] = _ModelCalls(model_based_env.world_model)
+        self.__dict__["_model_calls"] = _ModelCalls(world_model)
         self.imagination_horizon = imagination_horizon
         self.normalize_returns = normalize_returns
         self.detach_policy_input = detach_policy_input
@@ -225,8 +238,7 @@ class FirstOrderActorLoss(LossModule):
         self, tensordict: TensorDictBase
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Flat start latents ``[B, L]`` (no gradient) and task ids ``[B]`` (or ``None``)."""
-        env = self.model_based_env
-        wm = env.world_model
+        wm = self.world_model
         keys = self.tensor_keys
         has_obs = keys.observation in tensordict.keys(True)
         if not has_obs and keys.latent not in tensordict.keys(True):
@@ -236,10 +248,10 @@ class FirstOrderActorLoss(LossModule):
             )
         tensordict = tensordict.reshape(-1)
         task = None
-        if env.task_key is not None:
-            if env.task_key not in tensordict.keys(True):
-                raise KeyError(f"A multi-task world model needs {env.task_key!r} in the input.")
-            task = tensordict.get(env.task_key)
+        if self.task_key is not None:
+            if self.task_key not in tensordict.keys(True):
+                raise KeyError(f"A multi-task world model needs {self.task_key!r} in the input.")
+            task = tensordict.get(self.task_key)
             task = task.reshape(tensordict.shape)  # [B] (also from [B, 1])
         # Observations win over stored latents, which may be stale (encoded by an older
         # encoder at collection time) or placeholders (random seed frames). The start latent
@@ -332,23 +344,22 @@ class FirstOrderActorLoss(LossModule):
     def _trajectory(self, rollout: dict, task: torch.Tensor | None) -> TensorDictBase:
         """The ``[B, H]`` trajectory TensorDict (the keys of
         :class:`~torchrl_pwm.envs.LatentWorldModelEnv`'s rollouts)."""
-        env = self.model_based_env
         states, action = rollout["latent"], rollout["action"]
         shape = action.shape[:2]
         flags = torch.zeros((*shape, 1), dtype=torch.bool, device=action.device)
         next_td = {
-            env.latent_key: states[:, 1:],
+            self.latent_key: states[:, 1:],
             self.tensor_keys.reward: rollout["reward"],
             self.tensor_keys.done: flags,
             self.tensor_keys.terminated: flags,
         }
-        traj = {env.latent_key: states[:, :-1], "action": action, "scale": rollout["scale"]}
+        traj = {self.latent_key: states[:, :-1], "action": action, "scale": rollout["scale"]}
         standard = ("return", "latent", "action", "scale", "reward")
         traj.update({k: v for k, v in rollout.items() if k not in standard})
         if task is not None:
             task_seq = task.unsqueeze(1).expand(shape)
-            traj[env.task_key] = task_seq
-            next_td[env.task_key] = task_seq
+            traj[self.task_key] = task_seq
+            next_td[self.task_key] = task_seq
         trajectory = TensorDict(traj, batch_size=shape)
         trajectory.set("next", TensorDict(next_td, batch_size=shape))
         return trajectory

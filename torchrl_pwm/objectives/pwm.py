@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.objectives import LossModule, ValueEstimators
 
-from torchrl_pwm.envs import LatentWorldModelEnv
 from torchrl_pwm.modules import TDMPC2WorldModel
 from torchrl_pwm.objectives.actor import FirstOrderActorLoss
 from torchrl_pwm.objectives.value import TDLambdaValueLoss
@@ -110,12 +108,10 @@ class PWMLoss(LossModule):
             temporal_discount=temporal_discount,
             reduction=reduction,
         )
-        # The imagination env references the world model owned by world_model_loss.
-        self.__dict__["model_based_env"] = LatentWorldModelEnv(world_model)
         self.actor_loss = FirstOrderActorLoss(
             actor_network,
             value_network,
-            self.model_based_env,
+            world_model,  # owned by world_model_loss; the actor loss only references it
             imagination_horizon=imagination_horizon,
             normalize_returns=normalize_returns,
             detach_policy_input=detach_policy_input,
@@ -156,13 +152,6 @@ class PWMLoss(LossModule):
         unknown = set(kwargs) - known
         if unknown:
             raise ValueError(f"Unknown keys {sorted(unknown)}; PWMLoss accepts {sorted(known)}.")
-
-    def to(self, *args, **kwargs):
-        out = super().to(*args, **kwargs)
-        device = torch._C._nn._parse_to(*args, **kwargs)[0]
-        if device is not None:
-            self.model_based_env.to(device)
-        return out
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         model_out = self.world_model_loss(tensordict)
