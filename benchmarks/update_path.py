@@ -261,6 +261,9 @@ def main(argv=None) -> list[dict]:
 
     measured = matmul_peak(device, args.repeats)  # the reference of every "% of peak"
     peak = max(r["gflop"] / r["seconds"] for r in measured)
+    if not args.no_write and (RESULTS / "update_path.csv").exists():
+        old = append_results(RESULTS / "update_path.csv", FIELDS, [])
+        peak = max(peak, _best_peaks(old).get((f"{device.type} ({name})", str(args.threads)), 0))
     if "peak" in args.only:
         for r in measured:
             emit(r)
@@ -301,24 +304,38 @@ def _cpu_name() -> str:
     return "cpu"
 
 
+def _best_peaks(rows: list[dict]) -> dict[tuple[str, str], float]:
+    """The best ``peak`` GFLOP/s ever measured per (device, threads): the machine's practical
+    limit (a peak measured beside another job would understate it)."""
+    best: dict[tuple[str, str], float] = {}
+    for r in rows:
+        if r["what"].startswith("peak") and r["gflops_per_s"]:
+            key = (r["device"], str(r["threads"]))
+            best[key] = max(best.get(key, 0.0), float(r["gflops_per_s"]))
+    return best
+
+
 def _write_markdown() -> None:
     every = append_results(RESULTS / "update_path.csv", FIELDS, [])
+    peaks = _best_peaks(every)
     lines = [
         "# The update path against the machine's limit",
         "",
         "Written by `python benchmarks/update_path.py` (see its docstring for what each row",
         "times); every run is kept in `update_path.csv`. `% of peak`: matrix-product FLOPs of",
-        "the step (forward and backward, `FlopCounterMode`) per second over the best measured",
-        "`peak` row of the same device and thread count. Analysis: `update_path_notes.md`.",
+        "the step (forward and backward, `FlopCounterMode`) per second over the best `peak`",
+        "row ever measured on the same device and thread count. Analysis: `update_path_notes.md`.",
         "",
         "| device | threads | what | preset | batch | variant | s | GFLOP | GFLOP/s | % of peak | warm-up s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in latest(every, ("device", "threads", "what", "preset", "batch", "variant")):
+        peak = peaks.get((r["device"], str(r["threads"])))
+        pct = f"{100 * float(r['gflops_per_s']) / peak:.0f}" if r["gflops_per_s"] and peak else ""
         lines.append(
             f"| {r['device']} | {r['threads']} | {r['what']} | {r['preset']} | {r['batch']} | "
             f"{r['variant']} | {r['seconds']} | {r['gflop']} | {r['gflops_per_s']} | "
-            f"{r['pct_of_peak']} | {r['warmup_s']} |"
+            f"{pct} | {r['warmup_s']} |"
         )
     (RESULTS / "update_path.md").write_text("\n".join(lines) + "\n")
 
