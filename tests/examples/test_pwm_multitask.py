@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from torchrl_pwm.checkpoint import load_checkpoint
 from torchrl_pwm.data import TDMPC2Dataset, rollout_to_tdmpc2, save_tdmpc2_chunk
 from torchrl_pwm.envs import make_env, task_set
-from torchrl_pwm.modules import TDMPC2WorldModel
+from torchrl_pwm.modules import TDMPC2WorldModel, to_tdmpc2_state_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "examples" / "pwm_multitask"
@@ -206,3 +206,34 @@ def test_ddp_two_ranks_equal_one_process_on_the_global_batch(pretrained, tmp_pat
         torch.testing.assert_close(metrics["loss_reward"].item(), row[3], rtol=1e-5, atol=0)
     for name, value in world_model.state_dict().items():
         torch.testing.assert_close(ddp["world_model"][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_policy_stage_loads_ours_and_tdmpc2_checkpoints(pretrained, tmp_path):
+    """train_policy's world model: our checkpoint, or the same model exported in TD-MPC2's
+    layout and read through from_tdmpc2_checkpoint, compute the same latents and rewards."""
+    run_dir, _ = pretrained
+    utils = _utils()
+    ours = utils.load_world_model(run_dir / "checkpoint.pt", "ours", "mt30")
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    kwargs = dict(state["world_model_kwargs"])
+    with_heads = TDMPC2WorldModel(
+        kwargs.pop("observation_dim"), kwargs.pop("action_dim"), value_heads=True, **kwargs
+    )
+    missing, unexpected = with_heads.load_state_dict(state["world_model"], strict=False)
+    assert not unexpected and all(k.startswith(("policy_prior", "q_ensemble")) for k in missing)
+    torch.save({"model": to_tdmpc2_state_dict(with_heads)}, tmp_path / "tdmpc2.pt")
+    theirs = utils.load_world_model(tmp_path / "tdmpc2.pt", "tdmpc2", "mt30")
+
+    obs, action = torch.randn(5, 24), torch.rand(5, 6) * 2 - 1
+    task = torch.tensor([9, 10, 9, 10, 0])
+    z = ours.encode(obs, task)
+    torch.testing.assert_close(theirs.encode(obs, task), z)
+    torch.testing.assert_close(theirs.next(z, action, task), ours.next(z, action, task))
+    torch.testing.assert_close(theirs.reward(z, action, task), ours.reward(z, action, task))
+    # padded action entries are masked (cartpole has 1 action of 6): they change nothing
+    cartpole, moved = torch.full((5,), 10), action.clone()
+    moved[:, 1:] = 0.5
+    torch.testing.assert_close(ours.next(z, moved, cartpole), ours.next(z, action, cartpole))
+
+    with pytest.raises(Exception, match="task set"):
+        utils.load_world_model(run_dir / "checkpoint.pt", "ours", "mt80")
