@@ -59,7 +59,9 @@ def quiet_console() -> None:
     Silences, by name, what a user cannot act on: absl's INFO lines (``MUJOCO_GL``, the MuJoCo
     version) and dm_control's ``settotalmass is deprecated`` (its own cheetah model), PyOpenGL's
     ``No OpenGL_accelerate module``, torchrl's INFO lines, and the ``post_loss`` FutureWarning
-    that torchrl's own ``ReplayBufferTrainer`` triggers. Every other warning still shows.
+    that torchrl's own ``ReplayBufferTrainer`` triggers, and the kernel timing tables that
+    ``torch.compile(mode="max-autotune")`` writes to stderr while it compiles. Every other
+    warning still shows.
     """
     warnings.filterwarnings(
         "ignore", message="The 'post_loss' hook stage will be replaced", category=FutureWarning
@@ -69,6 +71,10 @@ def quiet_console() -> None:
     absl.addFilter(_DropMessages("'settotalmass' is deprecated"))
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     logging.getLogger("torchrl").setLevel(logging.WARNING)
+    from torch._inductor import config as inductor_config
+
+    inductor_config.autotune_num_choices_displayed = 0
+    inductor_config.max_autotune_report_choices_stats = False
 
 
 def _remove_if_no_output(run_dir: Path) -> None:
