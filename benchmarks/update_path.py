@@ -232,6 +232,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from torch._inductor import config as inductor_config  # no kernel timing tables on stderr
+
+    inductor_config.autotune_num_choices_displayed = 0
+    inductor_config.max_autotune_report_choices_stats = False
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
