@@ -2,9 +2,9 @@
 
     python examples/collect_dataset/collect.py tasks=[cartpole-swingup,reacher-easy]
     python examples/collect_dataset/collect.py agent.kind=sac \\
-        agent.run_dir=$PWD/outputs/sac/{task}/seed0 tasks=[cartpole-swingup]
+        agent.run_dir=$PWD/outputs/sac/%task%/seed0 tasks=[cartpole-swingup]
     python examples/collect_dataset/collect.py agent.kind=replay_buffer \\
-        agent.run_dir=$PWD/outputs/{task}/seed0            # a PWM run's whole replay buffer
+        agent.run_dir=$PWD/outputs/%task%/seed0            # a PWM run's whole replay buffer
     python examples/collect_dataset/collect.py resume=true  # continue a killed collection
 
 For each task of ``tasks`` (names of ``task_set``: their index there is the task id written),
@@ -74,7 +74,7 @@ def _import(path: Path, name: str):
 def _run_dir(cfg: DictConfig, task: str) -> Path:
     if cfg.agent.run_dir is None:
         raise SystemExit(f"agent.kind={cfg.agent.kind} needs agent.run_dir (a run folder).")
-    path = Path(to_absolute_path(str(cfg.agent.run_dir).replace("{task}", task)))
+    path = Path(to_absolute_path(str(cfg.agent.run_dir).replace("%task%", task)))
     if not (path / cfg.agent.checkpoint).is_file():
         raise SystemExit(f"No checkpoint {cfg.agent.checkpoint} in {path} (agent.run_dir).")
     return path
@@ -133,7 +133,10 @@ def rollouts(cfg: DictConfig, task: str, task_id: int, steps: int, start: int) -
     """Episodes of ``steps`` agent steps from episode index ``start`` on, each seeded from
     (seed, task id, index): the same episodes whether or not the collection was resumed."""
     env = make_env(task, seed=None, max_episode_steps=steps)
-    policy = None if cfg.agent.kind == "random" else load_policy(cfg, task, env)
+    try:
+        policy = None if cfg.agent.kind == "random" else load_policy(cfg, task, env)
+    except CheckpointError as err:  # a checkpoint that does not fit its run's config
+        raise SystemExit(str(err)) from err
     mode = (
         ExplorationType.RANDOM
         if cfg.agent.exploration == "random"
@@ -176,6 +179,8 @@ def replay_buffer_episodes(cfg: DictConfig, task: str, steps: int) -> Iterator:
             ReplayBufferDump(buffer, path.with_name(f"{path.stem}.{name}")).load(index)
         except CheckpointError as err:
             raise SystemExit(str(err)) from err
+        # the stored length and flags (the rows themselves are in the chunks just loaded)
+        buffer.storage.load_state_dict(state["trainer"][name]["replay_buffer"]["_storage"])
         capacity, length = index["capacity"], index["length"]
         order = torch.arange(length)
         if length == capacity and index["cursor"] is not None:  # wrapped: oldest at the cursor
