@@ -15,9 +15,12 @@ Where each number comes from:
 
 - ``obs_dim`` / ``action_dim`` of the DMC tasks: the table of ``shared/reference/tdmpc2.md``
   (§6, dm_control's specs and TD-MPC2's custom task XMLs; the observation is the
-  concatenation of the task's observation entries). The 19 standard tasks are re-checked
-  against dm_control's specs in ``tests/envs/test_task_sets.py``.
-- Meta-World: 39-dim observation, 4-dim action (same reference, §6: "obs 39, act 4").
+  concatenation of the task's observation entries). The 19 standard tasks and the 9 custom
+  tasks built by :mod:`torchrl_pwm.envs.dmc_custom` are re-checked against the real envs in
+  ``tests/envs/test_task_sets.py``; ``reacher-three-easy`` / ``-hard`` (8 / 3) rest on the
+  reference alone (their model is not available here).
+- Meta-World: 39-dim observation, 4-dim action (same reference, §6: "obs 39, act 4"; also
+  what ``metaworld`` 3.1.1's ``reach-v3`` gives, checked in a scratch environment).
 - ``episode_length`` is in **agent** steps, after TD-MPC2's action repeat of 2: 500 for DMC
   (1000 physics control steps, ``Timeout(500)``), 100 for Meta-World (reference §6,
   "Episode lengths").
