@@ -345,3 +345,25 @@ def test_pages_of_memory_mapped_files_are_released(tmp_path):
     _drop_pages(private)  # a private mapping is kept unless the caller says it was never written
     _drop_pages(torch.ones(size // 4))  # anonymous memory is never touched
     assert before - _rss_file() < size * 0.1
+
+
+def test_episode_slice_sampler_distribution():
+    """SliceSampler's distribution (strict_length=True): an episode uniformly among those long
+    enough, then a start uniformly among its windows; short episodes never drawn."""
+    from torchrl_pwm.data import EpisodeSliceSampler
+
+    sampler = EpisodeSliceSampler(torch.tensor([0, 10, 40]), torch.tensor([10, 30, 3]), slice_len=5)
+    sampler._rng = torch.Generator().manual_seed(0)  # what ReplayBuffer(generator=) sets
+    n = 20000
+    index = sampler.sample(None, n * 5)[0].view(n, 5)
+    assert (index[:, 1:] - index[:, :-1] == 1).all()
+    first = index[:, 0]
+    short = first < 10
+    assert ((first >= 0) & (first <= 5) | (first >= 10) & (first <= 35)).all()
+    assert abs(short.float().mean() - 0.5) < 5 * (0.25 / n) ** 0.5  # episodes equally likely
+    for starts, windows in ((first[short], 6), (first[~short] - 10, 26)):
+        counts = torch.bincount(starts, minlength=windows).float()
+        p = 1 / windows
+        assert ((counts / len(starts) - p).abs() < 5 * (p * (1 - p) / len(starts)) ** 0.5).all()
+    with pytest.raises(ValueError, match="No episode has 50 rows"):
+        EpisodeSliceSampler(torch.tensor([0]), torch.tensor([10]), slice_len=50)
