@@ -50,7 +50,7 @@ from torchrl_pwm.checkpoint import (
     load_state_dict_checked,
 )
 from torchrl_pwm.data import rollout_to_tdmpc2, save_tdmpc2_chunk, validate_tdmpc2_chunk
-from torchrl_pwm.envs import OBSERVATION_LAYOUT_VERSION, make_env
+from torchrl_pwm.envs import OBSERVATION_LAYOUT_VERSION, UnknownTaskError, make_env
 from torchrl_pwm.envs.task_sets import DATA_EPISODE_ROWS, task_set
 from torchrl_pwm.modules import make_pwm_policy
 from torchrl_pwm.trainers import check_fresh_run
@@ -299,7 +299,11 @@ def main(cfg: DictConfig) -> dict:
             source = (e for _, e in zip(range(cfg.episodes_per_task - start), source))
         else:
             continue
-        for episode in source:
+        try:
+            first = next(source, None)
+        except (NotImplementedError, UnknownTaskError) as err:  # e.g. Meta-World, reacher-three
+            raise SystemExit(f"{task}: {err}") from err
+        for episode in itertools.chain([first] if first is not None else [], source):
             width = episode["observation"].shape[-1]
             if width != spec.obs_dim or episode["action"].shape[-1] != spec.action_dim:
                 raise SystemExit(
