@@ -151,6 +151,8 @@ def test_per_task_filtering(rollouts, tmp_path):
         for _ in range(2)
     ]
     assert torch.equal(*draws)  # a seeded generator draws the same slices
+    prefetched = ds.make_replay_buffer(horizon=4, batch_size=8, prefetch=2)
+    assert all(prefetched.sample().shape == (8, 4) for _ in range(4))
     with pytest.raises(ValueError, match="No episode of the tasks"):
         ds.make_replay_buffer(horizon=4, batch_size=8, tasks=["walker-walk"])
     with pytest.raises(ValueError, match="not in the task set"):

@@ -1053,6 +1053,8 @@ class TDMPC2Dataset:
                 f"{self.rows_per_episode}."
             )
         device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={device} was asked for, but CUDA is not available.")
         if storage_device is None:
             storage_device = device if self.fits_on(device) else torch.device("cpu")
         storage = self.storage_on(storage_device)
