@@ -54,6 +54,7 @@ from utils import (  # examples/pwm_multitask/utils.py
     make_pretrain_stepper,
     parameters_in_sync,
     plot_curves,
+    refuse_unsupported,
     renormalise_task_embeddings,
     shard_generator,
     world_model_kwargs,
@@ -96,6 +97,7 @@ def main(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig, run_dir: Path, rank: int, world_size: int, device: torch.device) -> dict:
+    refuse_unsupported(cfg)
     checkpoint_path = run_dir / cfg.checkpoint.path
     try:
         check_fresh_run(
@@ -215,9 +217,10 @@ def run(cfg: DictConfig, run_dir: Path, rank: int, world_size: int, device: torc
             flag = torch.tensor(float(stop.received is not None), device=device)
             if dist.is_initialized():
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if flag.item() or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+            stopping = bool(flag.item())  # every rank stops at the same step
+            if stopping or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
                 checkpoint()
-            if flag.item():
+            if stopping:
                 stopped = stop.received or 15
                 break
     bar.close()

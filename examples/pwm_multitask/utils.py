@@ -151,6 +151,16 @@ def world_model_kwargs(cfg: DictConfig, dataset: TDMPC2Dataset) -> dict[str, Any
     }
 
 
+def refuse_unsupported(cfg: DictConfig) -> None:
+    """Raise for the pre-training options that are not implemented."""
+    if cfg.world_model.value_term:
+        raise NotImplementedError(
+            "world_model.value_term=true (TD-MPC2's Q ensemble on two-hot TD targets from target "
+            "Qs and the policy prior, trained jointly with the world model) is not implemented "
+            "yet; pre-train without it (PWM's policy learning does not use those heads)."
+        )
+
+
 def make_pretrain_stepper(
     cfg: DictConfig, world_model: TDMPC2WorldModel, device: torch.device, distributed: bool
 ) -> PWMOptimizationStepper:
@@ -160,12 +170,7 @@ def make_pretrain_stepper(
 
     The stepper needs a whole ``PWMLoss``: the actor and critic here are one-unit
     placeholders that pre-training never updates."""
-    if cfg.world_model.value_term:
-        raise NotImplementedError(
-            "world_model.value_term=true (TD-MPC2's Q ensemble on two-hot TD targets from target "
-            "Qs and the policy prior, trained jointly with the world model) is not implemented "
-            "yet; pre-train without it (PWM's policy learning does not use those heads)."
-        )
+    refuse_unsupported(cfg)
     latent = world_model.latent_dim
     loss = PWMLoss(
         world_model,

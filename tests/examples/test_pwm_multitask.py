@@ -237,3 +237,10 @@ def test_policy_stage_loads_ours_and_tdmpc2_checkpoints(pretrained, tmp_path):
 
     with pytest.raises(Exception, match="task set"):
         utils.load_world_model(run_dir / "checkpoint.pt", "ours", "mt80")
+
+
+def test_value_term_is_refused_until_implemented():
+    cfg = OmegaConf.load(FOLDER / "config.yaml")
+    cfg.world_model.value_term = True
+    with pytest.raises(NotImplementedError, match="value_term"):
+        _utils().refuse_unsupported(cfg)
