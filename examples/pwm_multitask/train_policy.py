@@ -232,7 +232,7 @@ def main(cfg: DictConfig) -> list[dict[str, Any]]:
         load_world_model(
             cfg["pretrained"]["checkpoint"], cfg["pretrained"]["kind"], dataset.task_set_name
         )
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
+    except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"Cannot load the pre-trained world model: {err}") from err
 
     results = {t: r for t in tasks if (r := _finished(cfg, out_dir, t)) is not None}
