@@ -6,6 +6,11 @@ Kept apart from ``train.py`` (as TorchRL's ``sota-implementations/*/utils.py``) 
 
 from __future__ import annotations
 
+import shutil
+import sysconfig
+import warnings
+from pathlib import Path
+
 import torch
 from omegaconf import DictConfig
 from torchrl.data import TensorSpec
@@ -68,7 +73,7 @@ def make_pwm_loss(
         else None
     )
     loss.to(device)
-    if cfg.compile.enabled:  # in place: same parameter names, checkpoints and target params
+    if compile_enabled(cfg, device):  # in place: same names, checkpoints and target params
         compile_networks(loss, mode=cfg.compile.mode)
     return loss, target_updater
 
@@ -99,8 +104,27 @@ def make_pwm_stepper(
             critic_minibatches=cfg.critic.minibatches,
             critic_updates=cfg.critic.updates,
             max_nonfinite_steps=optim.max_nonfinite_steps,
-            compile=cfg.compile.enabled,
+            compile=compile_enabled(cfg, next(loss.parameters()).device),
             compile_mode=cfg.compile.mode,
         ),
         target_updater=target_updater,
     )
+
+
+def compile_enabled(cfg: DictConfig, device: torch.device) -> bool:
+    """``cfg.compile.enabled``, unless the machine cannot compile: on CPU, Inductor builds C++
+    against Python's headers. Without a C++ compiler or ``Python.h`` the run goes on eagerly,
+    with one warning."""
+    if not cfg.compile.enabled or torch.device(device).type != "cpu":
+        return bool(cfg.compile.enabled)
+    compiler = any(shutil.which(c) for c in ("g++", "clang++", "c++"))
+    headers = (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
+    if compiler and headers:
+        return True
+    missing = "a C++ compiler (g++ / clang++)" if not compiler else "Python's headers (Python.h)"
+    warnings.warn(
+        f"compile.enabled=true needs {missing} on CPU; running eagerly "
+        "(install it, or set compile.enabled=false to silence this).",
+        stacklevel=2,
+    )
+    return False

@@ -34,6 +34,7 @@ TINY = [
     "logger.eval_episodes=1",
     "logger.progress_bar=false",
     "threads=1",
+    "compile.enabled=false",  # seconds, not minutes (test_example_compiled_stays_compiled compiles)
 ]
 
 
