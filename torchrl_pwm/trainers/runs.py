@@ -245,8 +245,9 @@ def register_run_hooks(
         ...     eval_every=8, eval_episodes=1, frame_to_env_steps=2, checkpoint_every=8)
         >>> with hooks.stop:
         ...     trainer.train()
+        >>> # evaluations and checkpoints every 8 env steps (4 frames): at 8 and 16 env steps
         >>> [int(row[0]) for row in hooks.evaluator.history], hooks.checkpoint.saves
-        ([8, 16], 1)
+        ([8, 16], 2)
     """
     for name, value in (
         ("eval_every", eval_every),
