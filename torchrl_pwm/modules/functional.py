@@ -146,6 +146,7 @@ def two_hot_inv(
     vmax: float = 10.0,
     *,
     apply_symexp: bool = True,
+    bins: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode two-hot logits: softmax expectation over the bins, then ``symexp``.
 
@@ -158,6 +159,8 @@ def two_hot_inv(
 
     Keyword Args:
         apply_symexp: map the symlog-space expectation back to the raw scale.
+        bins: the support ``linspace(vmin, vmax, num_bins)`` if already built (e.g. a module's
+            buffer), so that it is not rebuilt at every call.
 
     Returns:
         a ``[..., 1]`` tensor.
@@ -168,8 +171,10 @@ def two_hot_inv(
         >>> torch.allclose(two_hot_inv(logits), x, atol=1e-5)
         True
     """
-    num_bins = logits.shape[-1]
-    bins = torch.linspace(vmin, vmax, num_bins, device=logits.device, dtype=logits.dtype)
+    if bins is None:
+        bins = torch.linspace(
+            vmin, vmax, logits.shape[-1], device=logits.device, dtype=logits.dtype
+        )
     value = (logits.softmax(-1) * bins).sum(-1, keepdim=True)
     return symexp(value) if apply_symexp else value
 

@@ -144,11 +144,19 @@ class _RewardHead(_LatentActionNet):
         super().__init__(net, tasks, mask_actions)
         self.num_bins, self.vmin, self.vmax = num_bins, vmin, vmax
         self.reward_space = reward_space
+        # the two-hot support, built once; not persistent: state dicts are unchanged
+        self.register_buffer("bins", torch.linspace(vmin, vmax, max(num_bins, 1)), persistent=False)
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         if self.num_bins <= 1:
             return logits
-        return two_hot_inv(logits, self.vmin, self.vmax, apply_symexp=self.reward_space == "raw")
+        return two_hot_inv(
+            logits,
+            self.vmin,
+            self.vmax,
+            apply_symexp=self.reward_space == "raw",
+            bins=self.bins.to(logits.dtype),
+        )
 
     def forward(self, latent, action, task=None):
         logits = super().forward(latent, action, task)
