@@ -50,9 +50,11 @@ def _member(ens: EnsembleMLP, k: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@pytest.mark.parametrize("batched", [None, True, False])
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_ensemble_equals_members(norm_first):
+def test_ensemble_equals_members(norm_first, batched):
     ens = EnsembleMLP(3, 6, [10, 7], 2, norm_first=norm_first).double()
+    ens.batched = batched  # one batched GEMM per layer, or one GEMM per member
     with torch.no_grad():  # non-trivial LayerNorm affine parameters
         for p in [*ens.norm_weights, *ens.norm_biases, *ens.biases]:
             p.normal_()
