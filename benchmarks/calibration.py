@@ -24,8 +24,12 @@ from omegaconf import OmegaConf
 from tensordict.nn import TensorDictSequential
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_pwm.checkpoint import load_checkpoint, load_state_dict_checked
-from torchrl_pwm.envs import make_env
+from torchrl_pwm.checkpoint import (
+    check_observation_layout,
+    load_checkpoint,
+    load_state_dict_checked,
+)
+from torchrl_pwm.envs import OBSERVATION_LAYOUT_VERSION, make_env
 from torchrl_pwm.evaluation import world_model_calibration
 from torchrl_pwm.trainers import evaluate_policy
 
@@ -65,6 +69,15 @@ def calibrate(run_dir: Path, episodes: int, seed_offset: int = 20_000) -> dict:
     defaults = OmegaConf.load(ROOT / "examples" / "pwm" / "config.yaml")
     cfg = OmegaConf.merge(defaults, OmegaConf.create(state["metadata"]["config"]))
     cfg.compile.enabled = False  # identical parameters; no warm-up for a few forward passes
+    # A run trained on make_env's old sorted-key observations reads scrambled inputs where the
+    # order changed (walker, hopper, finger, fish): refuse those, accept the others.
+    domain = cfg.env.task.split("-")[0]
+    check_observation_layout(
+        state,
+        run_dir / "checkpoint.pt",
+        OBSERVATION_LAYOUT_VERSION,
+        allow_old=domain not in ("walker", "hopper", "finger", "fish"),
+    )
     env = make_env(
         cfg.env.task, seed=cfg.env.seed + seed_offset, action_repeat=cfg.env.action_repeat
     )
