@@ -21,7 +21,10 @@ class LatentWorldModelEnv(ModelBasedEnvBase):
     action, then moves to ``z_{t+1} = F(z_t, a_t)``. The episode never ends (``done`` is always
     ``False``), so ``rollout`` runs its ``max_steps`` with no host synchronisation; nothing
     detaches, so gradients of an imagined return reach the policy and the start latent
-    (wrap the call in :func:`torchrl.objectives.hold_out_net` to keep them out of the model).
+    (wrap the call in :func:`torchrl.objectives.hold_out_net` to keep them out of the model;
+    note that it re-enables ``requires_grad`` on every parameter on exit).
+    :class:`~torchrl_pwm.objectives.FirstOrderActorLoss` runs the same rollout as a tensor
+    loop with the model's parameters detached (tested equal).
 
     The environment is not batch-locked: one instance rolls out a tensordict of any batch
     size. Multi-task models carry the ``task`` id through the trajectory.
