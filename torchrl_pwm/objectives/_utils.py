@@ -9,6 +9,16 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import dispatch_value_estimator
+from torchrl.objectives.value import TD0Estimator, TD1Estimator
+
+
+def estimator_gamma_lambda(estimator) -> tuple[torch.Tensor | float, float]:
+    """``(γ, λ)`` of a TorchRL TD estimator: TD(0) is λ = 0, TD(1) is λ = 1."""
+    if isinstance(estimator, TD0Estimator):
+        return estimator.gamma, 0.0
+    if isinstance(estimator, TD1Estimator):
+        return estimator.gamma, 1.0
+    return estimator.gamma, float(estimator.lmbda)
 
 
 def detached_parameters(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from torchrl_pwm.modules import StateIndependentScale, TDMPC2WorldModel, td_lamb
 from torchrl_pwm.objectives._utils import (
     call_held_out,
     detached_parameters,
+    estimator_gamma_lambda,
     forward_estimator_keys,
     make_estimator,
 )
@@ -375,11 +376,8 @@ class FirstOrderActorLoss(LossModule):
         rollout = self.imagine_from_latents(latent, task)
         return rollout["return"], self._trajectory(rollout, task)
 
-    def _gamma_lambda(self) -> tuple[torch.Tensor, float]:
-        estimator = self.value_estimator
-        gamma = estimator.gamma
-        lmbda = float(getattr(estimator, "lmbda", 1.0))  # TD(1) has none: λ = 1
-        return gamma, lmbda
+    def _gamma_lambda(self) -> tuple[torch.Tensor | float, float]:
+        return estimator_gamma_lambda(self.value_estimator)
 
     @torch.no_grad()
     def _update_return_stats(self, per_sample_loss: torch.Tensor) -> None:

@@ -10,10 +10,14 @@ from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule, ValueEstimators
-from torchrl.objectives.value import TD0Estimator, TD1Estimator
 
 from torchrl_pwm.modules import td_lambda_return
-from torchrl_pwm.objectives._utils import call_held_out, forward_estimator_keys, make_estimator
+from torchrl_pwm.objectives._utils import (
+    call_held_out,
+    estimator_gamma_lambda,
+    forward_estimator_keys,
+    make_estimator,
+)
 
 __all__ = ["TDLambdaValueLoss"]
 
@@ -145,12 +149,7 @@ class TDLambdaValueLoss(LossModule):
 
     def gamma_lambda(self) -> tuple[torch.Tensor | float, float]:
         """``(γ, λ)`` of the value estimator (TD(0): λ = 0, TD(1): λ = 1)."""
-        estimator = self.value_estimator
-        if isinstance(estimator, TD0Estimator):
-            return estimator.gamma, 0.0
-        if isinstance(estimator, TD1Estimator):
-            return estimator.gamma, 1.0
-        return estimator.gamma, float(estimator.lmbda)
+        return estimator_gamma_lambda(self.value_estimator)
 
     @torch.no_grad()
     def compute_targets(self, tensordict: TensorDictBase) -> TensorDictBase:

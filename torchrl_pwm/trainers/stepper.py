@@ -337,15 +337,15 @@ class PWMOptimizationStepper(OptimizationStepper):
         n = 0
         max_updates = cfg.critic_updates or cfg.critic_passes * cfg.critic_minibatches
         for _ in range(cfg.critic_passes):
+            if n >= max_updates:
+                break
             if cfg.critic_shuffle:
                 perm = torch.randperm(latent.shape[0], device=latent.device)
-                minibatches = [(latent[i], target[i]) for i in perm.chunk(cfg.critic_minibatches)]
+                # gathered one at a time: a capped phase gathers only the minibatches it uses
+                minibatches = ((latent[i], target[i]) for i in perm.chunk(cfg.critic_minibatches))
             else:
-                minibatches = list(
-                    zip(
-                        latent.chunk(cfg.critic_minibatches),
-                        target.chunk(cfg.critic_minibatches),
-                    )
+                minibatches = zip(
+                    latent.chunk(cfg.critic_minibatches), target.chunk(cfg.critic_minibatches)
                 )
             for latent_mb, target_mb in minibatches:
                 if n >= max_updates:
