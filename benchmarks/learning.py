@@ -500,8 +500,33 @@ def record_command(runs_root: Path, cli: str) -> list[str]:
     return seen
 
 
+def _missing_published(runs: Sequence[Run], results: Path) -> list[str]:
+    """Runs listed in ``results/learning_runs.csv`` that ``runs`` lacks (a fresh clone has the
+    committed table but not the run folders it was made from)."""
+    table = results / "learning_runs.csv"
+    if not table.exists():
+        return []
+    have = {(r.algorithm, r.task, str(r.seed), str(r.budget)) for r in runs}
+    with table.open(newline="") as f:
+        listed = [(row["algorithm"], row["task"], row["seed"], row["budget"])
+                  for row in csv.DictReader(f)]  # fmt: skip
+    return [" ".join(k) for k in listed if k not in have]
+
+
 def publish(results: Path, runs_root: Path, **discover_kwargs) -> list[Run]:
+    """Rewrite the CSVs, plots and table of ``results`` from the finished runs, unless that
+    would drop runs the published table lists (then nothing is written and a note printed:
+    use ``--results-dir`` for runs of another study)."""
     runs = discover(runs_root, **discover_kwargs)
+    missing = _missing_published(runs, results)
+    if missing:
+        print(
+            f"[kept] {results / 'learning_runs.csv'} lists {len(missing)} run(s) not found "
+            f"under {runs_root} (e.g. {missing[0]}): not rewriting {results}; pass "
+            "--results-dir to publish these runs elsewhere.",
+            flush=True,
+        )
+        return runs
     path = runs_root / "commands.txt"
     commands = path.read_text().splitlines() if path.exists() else []
     if any(r.source != "learning" for r in runs):

@@ -40,8 +40,9 @@ from torchrl_pwm.trainers import (
     write_timings,
 )
 
-# Written by Hydra into the run directory before the script starts: not a run's output.
-HYDRA_FILES = (".hydra", "*.log")
+# Written into the run directory before the script starts, not a run's output: Hydra's files,
+# and the .lock (plus train.log) with which benchmarks/learning.py holds the directory.
+HYDRA_FILES = (".hydra", "*.log", ".lock")
 
 
 class _DropMessages(logging.Filter):

@@ -168,6 +168,43 @@ def test_learning_plan_skips_resumes_imports_and_waits(tmp_path):
     assert (results / "learning.md").read_text().count("## Analysis\nkept") == 1
 
 
+def test_learning_execute_lock_is_not_a_previous_run(tmp_path):
+    """learning.execute writes .lock and train.log before the example checks its run folder:
+    the check must take them for the benchmark's own files (it refused every run before)."""
+    lb = _learning()
+    run = lb._local(tmp_path, "sac", "cartpole-swingup", 0, 1000)
+    probe = (
+        "import sys; sys.path.insert(0, 'examples'); from pathlib import Path; "
+        "from run_utils import HYDRA_FILES; from torchrl_pwm.trainers import check_fresh_run; "
+        f"check_fresh_run(Path({str(run.run_dir)!r}), False, ignore=HYDRA_FILES)"
+    )
+    (run.run_dir / ".hydra").mkdir(parents=True)
+    (run.run_dir / ".lock").write_text("999999999")  # as execute() leaves it before the start
+    assert lb.execute(lb.Step("run", run), [sys.executable, "-c", probe]) == 0
+    assert not (run.run_dir / ".lock").exists()  # released
+    (run.run_dir / "eval.csv").write_text("env_steps\n")  # a real previous output: refused
+    assert lb.execute(lb.Step("run", run), [sys.executable, "-c", probe]) != 0
+    assert "previous run's output (eval.csv)" in (run.run_dir / "train.log").read_text()
+
+
+def test_learning_publish_keeps_a_table_whose_runs_are_absent(tmp_path, capsys):
+    """A fresh clone has the committed table but not its run folders: a benchmark run there
+    must not replace the table with its own few runs."""
+    lb = _learning()
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    _fake_run(runs / "sac" / "cartpole-swingup_1000" / "seed0", [10, 20], [500, 1000])
+    lb.publish(results, runs, online_runs=None, online_results=None)
+    table = (results / "learning_runs.csv").read_text()
+    assert "sac,cartpole-swingup,0,1000" in table
+    other = tmp_path / "other_runs"
+    _fake_run(other / "ppo" / "cheetah-run_1000" / "seed0", [1, 2], [500, 1000])
+    lb.publish(results, other, online_runs=None, online_results=None)
+    assert (results / "learning_runs.csv").read_text() == table  # kept
+    assert "not rewriting" in capsys.readouterr().out
+    lb.publish(tmp_path / "elsewhere", other, online_runs=None, online_results=None)
+    assert "ppo,cheetah-run,0,1000" in (tmp_path / "elsewhere" / "learning_runs.csv").read_text()
+
+
 def test_learning_cli_dry_run_and_bad_input(tmp_path):
     args = [sys.executable, str(ROOT / "benchmarks" / "learning.py"), "--dry-run",
             "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")]  # fmt: skip

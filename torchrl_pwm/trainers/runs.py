@@ -84,12 +84,13 @@ def check_fresh_run(
     resume: bool,
     *,
     checkpoint_name: str = "checkpoint.pt",
-    ignore: Sequence[str] = (".hydra", "*.log"),
+    ignore: Sequence[str] = (".hydra", "*.log", ".lock"),
 ) -> None:
     """Refuse a run directory that holds a previous run's output, unless resuming it whole.
 
     A new run (``resume=False``) needs a directory with nothing in it but names matching
-    ``ignore`` (Hydra's own ``.hydra/`` and log file, written before the script starts): a new
+    ``ignore`` (Hydra's own ``.hydra/`` and log file, written before the script starts, and
+    the ``.lock`` in which ``benchmarks/learning.py`` names the process it started): a new
     run never appends to an old one's files. A resumed run needs the checkpoint, from which
     every output is continued (``eval.csv`` is rewritten from the checkpointed history).
 
