@@ -18,7 +18,8 @@ observations, the task id, padded actions dropped).
 
 Tasks train in ``jobs`` parallel processes, one torch thread each. Outputs per task in
 ``<task>/``: ``eval.csv``, ``curve.png``, ``policy.pt`` (actor and critic); for the run:
-``results.csv`` (printed at the end). A task whose ``policy.pt`` exists is not trained again,
+``results.csv`` (printed at the end; ``warmup_s`` is the time of the first 3 iterations, where
+compilation happens, ``s_per_iteration`` the mean time of the others, evaluations excluded). A task whose ``policy.pt`` exists is not trained again,
 so a killed run continues with the tasks it had not finished.
 """
 
@@ -54,8 +55,9 @@ SAME_SETTINGS = ("pretrained", "dataset", "policy", "eval", "seed")
 EVAL_COLUMNS = ["iteration", "return_mean", "return_std", "wall_time_s"]
 RESULT_COLUMNS = [
     "task", "seed", "final_return", "final_return_std", "best_return", "best_iteration",
-    "iterations", "train_s", "eval_s",
+    "iterations", "train_s", "eval_s", "warmup_s", "s_per_iteration",
 ]  # fmt: skip
+WARMUP_ITERATIONS = 3  # the first iterations compile (compile.enabled) and warm the allocator
 
 
 def train_task(cfg: dict[str, Any], task: str, out_dir: str) -> dict[str, Any]:
@@ -158,12 +160,20 @@ def train_task(cfg: dict[str, Any], task: str, out_dir: str) -> dict[str, Any]:
         if cfg["verbose"]:
             print(f"  {task}: iteration {iteration:>6d}: return {history[-1][1]:8.1f}", flush=True)
 
+    warm_at, warm_eval_s, metrics = t0, 0.0, None  # clock and evaluation time after warm-up
     for i in range(p["iterations"]):
         if ev["every"] and i % ev["every"] == 0:
             evaluate(i)
-        stepper.policy_step(starts.sample()[:, 0])
+        metrics = stepper.policy_step(starts.sample()[:, 0])
+        if i + 1 == min(WARMUP_ITERATIONS, p["iterations"]):
+            metrics["loss_actor"].item()  # wait for the device before reading the clock
+            warm_at, warm_eval_s = time.perf_counter(), eval_s
+    if metrics is not None:
+        metrics["loss_actor"].item()
+    steady_end, steady_eval_s = time.perf_counter(), eval_s
     evaluate(p["iterations"])
     total_s = time.perf_counter() - t0
+    steady_iterations = p["iterations"] - WARMUP_ITERATIONS
 
     write_csv(out / "eval.csv", EVAL_COLUMNS, history)
     cols = list(zip(*history))
@@ -187,6 +197,13 @@ def train_task(cfg: dict[str, Any], task: str, out_dir: str) -> dict[str, Any]:
         "iterations": p["iterations"],
         "train_s": total_s - eval_s,
         "eval_s": eval_s,
+        # the first iterations (compilation) apart, and the rest per iteration: what a longer
+        # run costs per iteration
+        "warmup_s": warm_at - t0 - warm_eval_s,
+        "s_per_iteration": (steady_end - warm_at - (steady_eval_s - warm_eval_s))
+        / steady_iterations
+        if steady_iterations > 0
+        else float("nan"),
     }
     save_checkpoint(
         {"task": task, "actor": actor.state_dict(), "critic": critic.state_dict(),
