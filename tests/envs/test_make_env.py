@@ -63,8 +63,3 @@ def test_unknown_task_lists_close_matches():
     # no close match: the valid names are listed inline
     assert "cheetah-run" in str(err.value) and "walker-walk" in str(err.value)
     assert "HalfCheetah" in str(err.value)
-
-
-def test_metaworld_task_says_why_it_is_unavailable():
-    with pytest.raises(NotImplementedError, match=r"'mw-reach'.*mujoco==3\.3\.0.*dm-control"):
-        make_env("mw-reach")

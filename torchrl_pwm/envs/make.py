@@ -49,16 +49,6 @@ _GYM_PREFIXES = ("HalfCheetah", "Hopper", "Walker2d", "Ant", "Humanoid", "Swimme
                  "InvertedPendulum", "InvertedDoublePendulum", "Pusher", "HumanoidStandup")  # fmt: skip
 
 
-# Meta-World: TD-MPC2's "mw-<task>" names, the 50 tasks of mt80 (checked 2026-11-25).
-_METAWORLD_UNAVAILABLE = (
-    "Meta-World tasks ({task!r}) are not available: the metaworld package (3.1.1) pins "
-    "mujoco==3.3.0, which cannot be installed beside dm-control 1.0.50 (mujoco>=3.17, pinned "
-    "here for DMC), and Meta-World's reset fails under mujoco 3.17 (MjModel.eq_data has 12 "
-    "values per weld, Meta-World writes 11). Use DMC or Gymnasium MuJoCo tasks; see "
-    "torchrl_pwm.envs.available_tasks()."
-)
-
-
 def _dmc_tasks() -> dict[str, tuple[str, str]]:
     from dm_control import suite
 
@@ -78,14 +68,24 @@ def _gym_tasks() -> list[str]:
 def available_tasks() -> list[str]:
     """Names accepted by :func:`make_env`: DMC tasks in TD-MPC2's ``domain-task`` form
     (``"cheetah-run"``, ``"cup-catch"``, ``"cartpole-swingup-sparse"``), the custom DMC tasks
-    of TD-MPC2's ``mt30`` that can be built (:mod:`torchrl_pwm.envs.dmc_custom`) and
-    Gymnasium MuJoCo ids (``"HalfCheetah-v5"``).
+    of TD-MPC2's ``mt30`` that can be built (:mod:`torchrl_pwm.envs.dmc_custom`), TD-MPC2's 50
+    Meta-World tasks (``"mw-reach"``, :mod:`torchrl_pwm.envs.metaworld`) when the optional
+    ``metaworld`` package is installed, and Gymnasium MuJoCo ids (``"HalfCheetah-v5"``).
 
     Examples:
         >>> "cheetah-run" in available_tasks() and "HalfCheetah-v5" in available_tasks()
         True
     """
-    return sorted([*_dmc_tasks(), *CUSTOM_TASKS]) + _gym_tasks()
+    from torchrl_pwm.envs.metaworld import metaworld_available, metaworld_tasks
+
+    metaworld = metaworld_tasks() if metaworld_available() else []
+    return sorted([*_dmc_tasks(), *CUSTOM_TASKS, *metaworld]) + _gym_tasks()
+
+
+def _metaworld_tasks() -> list[str]:
+    from torchrl_pwm.envs.metaworld import metaworld_tasks
+
+    return metaworld_tasks()
 
 
 def _unknown_task_message(task: str) -> str:
@@ -134,6 +134,13 @@ def make_env(
     1000-step episode, summed rewards); Gymnasium tasks once. Everything the project reports
     counts **env steps, after the repeat**: ``frames * env.action_repeat``.
 
+    Meta-World tasks (``"mw-reach"``: TD-MPC2's names for the 50 MT50 tasks, built as
+    Meta-World **v3** envs where TD-MPC2 used v2) follow TD-MPC2's conventions
+    (:mod:`torchrl_pwm.envs.metaworld`): a 39-dim observation, a 4-dim action, action repeat
+    2, 100 agent steps per episode, and a bool ``success`` beside ``reward`` at every step (an
+    episode's success is that of its last step, as TD-MPC2 reports it). They need the
+    optional package: ``pip install --no-deps metaworld==3.1.1``.
+
     With ``task_set`` (``"mt30"`` or ``"mt80"``) the env speaks the set's padded interface
     (:class:`~torchrl_pwm.envs.multitask.MultiTaskPadding`): observations zero-padded to the
     set's largest, actions of the set's largest size (the extra entries are dropped before
@@ -142,24 +149,24 @@ def make_env(
     Args:
         task: a name from :func:`available_tasks` (any other raises
             :class:`UnknownTaskError`). Meta-World names (``"mw-reach"``) raise
-            :class:`NotImplementedError` with the reason: its package cannot share an
-            environment with the pinned dm-control / MuJoCo. So do the custom ``mt30`` tasks
-            that cannot be re-derived (``"reacher-three-easy"``, ``"reacher-three-hard"``; see
-            :mod:`torchrl_pwm.envs.dmc_custom`).
+            :class:`ImportError` with the install command when ``metaworld`` is missing. The
+            custom ``mt30`` tasks that cannot be re-derived (``"reacher-three-easy"``,
+            ``"reacher-three-hard"``; see :mod:`torchrl_pwm.envs.dmc_custom`) raise
+            :class:`NotImplementedError` with the reason.
 
     Keyword Args:
         task_set: ``None`` (the task's own observation and action), ``"mt30"`` or ``"mt80"``
             (see above; ``task`` must belong to the set).
         seed: environment seed (``None``: unseeded).
-        action_repeat: default 2 for DMC, 1 for Gymnasium.
+        action_repeat: default 2 for DMC and Meta-World, 1 for Gymnasium.
         max_episode_steps: truncate episodes after this many agent steps (default: the task's
-            own limit).
+            own limit; 100 for Meta-World, TD-MPC2's).
         from_pixels: also render ``pixels`` (for evaluation videos).
             ``MUJOCO_GL`` defaults to ``egl``, which renders headless. Without a GPU, EGL
             renders in software: about 0.05 s per 240x320 frame on this project's 2-core
             CPU, and DMC renders at every repeated step, so keep videos small.
         render_size: ``(height, width)`` of ``pixels`` (default: the task's, 240x320 on
-            DMC).
+            DMC, 384x384 on Meta-World).
         device: device of the env's outputs.
 
     Examples:
@@ -227,8 +234,21 @@ def make_env(
             **size,
         )
         env = TransformedEnv(base, DoubleToFloat())
-    elif task.startswith("mw-"):
-        raise NotImplementedError(_METAWORLD_UNAVAILABLE.format(task=task))
+    elif task.startswith("mw-") and task in _metaworld_tasks():
+        from torchrl_pwm.envs.metaworld import make_metaworld_env
+
+        repeat = 2 if action_repeat is None else action_repeat
+        base = make_metaworld_env(
+            task,
+            seed=None,  # set_seed below, after the transforms, as for the other suites
+            action_repeat=repeat,
+            from_pixels=from_pixels,
+            render_size=render_size,
+            device=device,
+        )
+        env = TransformedEnv(base, DoubleToFloat())
+        if max_episode_steps is None:
+            max_episode_steps = 100  # TD-MPC2's Meta-World episode
     elif task in UNAVAILABLE_CUSTOM_TASKS:
         raise NotImplementedError(UNAVAILABLE_CUSTOM_TASKS[task])
     else:

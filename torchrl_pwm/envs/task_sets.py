@@ -19,8 +19,11 @@ Where each number comes from:
   tasks built by :mod:`torchrl_pwm.envs.dmc_custom` are re-checked against the real envs in
   ``tests/envs/test_task_sets.py``; ``reacher-three-easy`` / ``-hard`` (8 / 3) rest on the
   reference alone (their model is not available here).
-- Meta-World: 39-dim observation, 4-dim action (same reference, §6: "obs 39, act 4"; also
-  what ``metaworld`` 3.1.1's ``reach-v3`` gives, checked in a scratch environment).
+- Meta-World: 39-dim observation, 4-dim action (same reference, §6: "obs 39, act 4"),
+  re-checked for all 50 tasks against ``metaworld`` 3.1.1's v3 envs (TD-MPC2 used v2; see
+  :mod:`torchrl_pwm.envs.metaworld`) in ``tests/envs/test_metaworld.py``. ``mw-<task>`` is
+  Meta-World's ``<task>-v3`` (TD-MPC2: ``<task>-v2``), built by
+  :func:`~torchrl_pwm.envs.make_env`.
 - ``episode_length`` is in **agent** steps, after TD-MPC2's action repeat of 2: 500 for DMC
   (1000 physics control steps, ``Timeout(500)``), 100 for Meta-World (reference §6,
   "Episode lengths").
