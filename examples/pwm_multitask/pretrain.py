@@ -8,7 +8,13 @@ PWM's Algorithm 1 starts here: a ``TDMPC2WorldModel`` with task embeddings over 
 task set (``mt30`` / ``mt80``), trained with ``TDMPC2ModelLoss`` at PWM's settings (H = 16,
 rho = 0.99) and TD-MPC2's optimiser (Adam 3e-4, encoder lr x0.3, grad clip 20) on ``[B, H]``
 slices of a ``TDMPC2Dataset`` (converted first from ``dataset.chunks`` if ``dataset.root``
-holds no dataset yet). The update is ``PWMOptimizationStepper.world_model_step``.
+holds no dataset yet). The update is ``WorldModelOptimizationStepper.world_model_step``.
+
+``world_model.value_term=true`` adds TD-MPC2's value term, which shaped TD-MPC2's published
+world models: the Q ensemble trained on two-hot TD targets from soft-updated target Qs and
+the policy prior (its gradient reaches the encoder and dynamics), and the policy prior
+trained by its own Adam (``TDMPC2ModelLoss(value_term=True)``); both heads are saved in
+the checkpoint, and the policy stage ignores them.
 
 Under ``torchrun`` the world-model loss is wrapped in PyTorch's ``DistributedDataParallel``
 (gloo on CPU, NCCL on CUDA): every rank samples its own ``batch_size / world_size`` slices
@@ -16,7 +22,8 @@ with its own generator, DDP averages the gradients, so the step is that of the g
 Rank 0 writes the checkpoint (with every rank's sampler state) and the outputs.
 
 Outputs in the run folder: ``checkpoint.pt`` (every ``checkpoint.every`` steps and at the end;
-``resume=true`` continues bit-identically from it), ``losses.csv``, ``losses.png``,
+``resume=true`` continues bit-identically from it, target Qs and running Q scale included),
+``losses.csv`` (with ``loss_value`` and ``loss_pi`` under the value term), ``losses.png``,
 ``summary.json``.
 """
 
@@ -54,9 +61,9 @@ from utils import (  # examples/pwm_multitask/utils.py
     make_pretrain_stepper,
     parameters_in_sync,
     plot_curves,
-    refuse_unsupported,
     renormalise_task_embeddings,
     shard_generator,
+    value_discount,
     world_model_kwargs,
     write_csv,
 )
@@ -65,6 +72,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # examples/run_uti
 from run_utils import HYDRA_FILES, quiet_console
 
 LOSS_COLUMNS = ["step", "samples", "loss_consistency", "loss_reward", "grad_norm", "wall_s"]
+VALUE_COLUMNS = ["loss_value", "loss_pi", "grad_norm_policy"]  # before wall_s, value term only
 
 
 def open_dataset(cfg: DictConfig, rank: int) -> TDMPC2Dataset:
@@ -97,7 +105,6 @@ def main(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig, run_dir: Path, rank: int, world_size: int, device: torch.device) -> dict:
-    refuse_unsupported(cfg)
     checkpoint_path = run_dir / cfg.checkpoint.path
     try:
         check_fresh_run(
@@ -129,7 +136,14 @@ def run(cfg: DictConfig, run_dir: Path, rank: int, world_size: int, device: torc
     torch.manual_seed(cfg.seed)  # the same initial weights everywhere (DDP broadcasts rank 0's)
     kwargs = world_model_kwargs(cfg, dataset)
     world_model = TDMPC2WorldModel(**kwargs).to(device)
-    stepper = make_pretrain_stepper(cfg, world_model, device, distributed=world_size > 1)
+    stepper = make_pretrain_stepper(
+        cfg, world_model, device, distributed=world_size > 1, discount=value_discount(cfg, dataset)
+    )
+    keys = ["loss_consistency", "loss_reward", "grad_norm_world_model"]
+    columns = LOSS_COLUMNS
+    if cfg.world_model.value_term:
+        keys += VALUE_COLUMNS
+        columns = [*LOSS_COLUMNS[:-1], *VALUE_COLUMNS, LOSS_COLUMNS[-1]]
 
     # -- resume ------------------------------------------------------------------------------
     step, history, elapsed = 0, [], 0.0
@@ -192,14 +206,13 @@ def run(cfg: DictConfig, run_dir: Path, rank: int, world_size: int, device: torc
         total=total, initial=step, unit="step", desc="pre-training",
         disable=rank != 0 or not cfg.logger.progress_bar, dynamic_ncols=True,
     )  # fmt: skip
-    sums = torch.zeros(3, device=device)  # consistency, reward, grad norm since the last row
+    sums = torch.zeros(len(keys), device=device)  # the losses' sums since the last row
     since_log = 0
     stopped = None
     with StopOnSignal(None) as stop:
         while step < total:
             renormalise_task_embeddings(world_model)  # identical replicas under DDP
             metrics = stepper.world_model_step(replay_buffer.sample())
-            keys = ("loss_consistency", "loss_reward", "grad_norm_world_model")
             sums += torch.stack([metrics[k] for k in keys])
             step += 1
             since_log += 1
@@ -246,18 +259,22 @@ def run(cfg: DictConfig, run_dir: Path, rank: int, world_size: int, device: torc
         "replicas_max_abs_diff": drift,
         "wall_s": wall,
         "samples_per_s": (step * batch) / wall if wall else None,
-        "final": dict(zip(LOSS_COLUMNS, history[-1])) if history else None,
+        "final": dict(zip(columns, history[-1])) if history else None,
         "skipped_updates": stepper.skipped_steps,
         "world_model_parameters": world_model.num_parameters(),
     }
     if rank == 0:
-        write_csv(run_dir / "losses.csv", LOSS_COLUMNS, history)
+        write_csv(run_dir / "losses.csv", columns, history)
         if history:
-            cols = list(zip(*history))
+            cols = dict(zip(columns, zip(*history)))
+            curves = {"consistency (x20)": cols["loss_consistency"]}
+            curves["reward CE (x0.1)"] = cols["loss_reward"]
+            if "loss_value" in cols:
+                curves["Q-ensemble CE (x0.1)"] = cols["loss_value"]
             plot_curves(
                 run_dir / "losses.png",
-                cols[0],
-                {"consistency (x20)": cols[2], "reward CE (x0.1)": cols[3]},
+                cols["step"],
+                curves,
                 xlabel="world-model updates",
                 ylabel="loss",
                 title=f"pre-training on {dataset.task_set_name} ({len(dataset.tasks)} tasks)",

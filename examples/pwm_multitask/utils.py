@@ -20,9 +20,10 @@ from torch import nn
 
 from torchrl_pwm.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked
 from torchrl_pwm.data import TDMPC2Dataset
-from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
-from torchrl_pwm.objectives import PWMLoss, TDMPC2ModelLoss
-from torchrl_pwm.trainers import PWMOptimConfig, PWMOptimizationStepper
+from torchrl_pwm.envs import task_set
+from torchrl_pwm.modules import TDMPC2WorldModel
+from torchrl_pwm.objectives import TDMPC2ModelLoss, tdmpc2_discount
+from torchrl_pwm.trainers import WorldModelOptimizationStepper
 
 #: what a pre-training checkpoint holds besides the optimisation state
 WORLD_MODEL_KIND = "torchrl_pwm.pwm_multitask.world_model"
@@ -71,18 +72,26 @@ class _ModelLossForward(nn.Module):
 
 
 def distribute_model_loss(
-    loss: PWMLoss, device: torch.device, *, compile: bool = False, compile_mode: str | None = None
-) -> nn.Module:
+    loss: TDMPC2ModelLoss,
+    device: torch.device,
+    *,
+    compile: bool = False,
+    compile_mode: str | None = None,
+):
     """Wrap the world-model loss in DDP: rank 0's parameters are broadcast to every rank, and
     the gradients of each update are averaged over the ranks during ``backward``, so every
-    rank's optimiser takes the step of the global batch. Call before building the stepper
-    (it takes ``loss.world_model_loss.loss_from_tensors`` as its world-model function).
+    rank's optimiser takes the step of the global batch. Returns the function the stepper
+    calls (``loss_function=``). With the value term every parameter (Q ensemble and policy
+    prior included) is used in the one ``forward``, as DDP requires; its buffers (the
+    target Qs, the running Q scale) are broadcast from rank 0 at each ``forward``, so the
+    scale of the policy loss is updated from each rank's own shard and then reset to rank
+    0's.
 
     With ``compile`` the loss is compiled *inside* DDP (``fullgraph=True``; Dynamo cannot
     trace DDP's own ``forward``): build the stepper with ``compile=False`` then."""
     from torch.nn.parallel import DistributedDataParallel
 
-    inner = _ModelLossForward(loss.world_model_loss)
+    inner = _ModelLossForward(loss)
     if compile:
         inner.forward = torch.compile(
             inner.forward, fullgraph=True, dynamic=False, mode=compile_mode
@@ -91,10 +100,8 @@ def distribute_model_loss(
         inner,
         device_ids=[device] if device.type == "cuda" else None,
     )
-    # A plain function, not the module: an attribute holding the DDP module would register it
-    # as a submodule of the loss it wraps (a cycle). The stepper calls it with keywords.
-    loss.world_model_loss.loss_from_tensors = lambda **tensors: ddp(**tensors)
-    return ddp
+    # A plain function, not the module: the stepper calls it with keywords.
+    return lambda **tensors: ddp(**tensors)
 
 
 def renormalise_task_embeddings(world_model: TDMPC2WorldModel) -> None:
@@ -148,54 +155,66 @@ def world_model_kwargs(cfg: DictConfig, dataset: TDMPC2Dataset) -> dict[str, Any
         "action_dims": [s.action_dim for s in dataset.task_specs],
         "reward_space": wm.reward_space,
         "mask_action_inputs": wm.mask_action_inputs,
+        # TD-MPC2's Q ensemble and policy prior, trained by the value term
+        "value_heads": bool(wm.value_term),
     }
 
 
-def refuse_unsupported(cfg: DictConfig) -> None:
-    """Raise for the pre-training options that are not implemented."""
-    if cfg.world_model.value_term:
-        raise NotImplementedError(
-            "world_model.value_term=true (TD-MPC2's Q ensemble on two-hot TD targets from target "
-            "Qs and the policy prior, trained jointly with the world model) is not implemented "
-            "yet; pre-train without it (PWM's policy learning does not use those heads)."
-        )
+def value_discount(cfg: DictConfig, dataset: TDMPC2Dataset) -> float | list[float]:
+    """``γ`` of the value term's TD targets: ``cfg.loss.discount`` if a number; for
+    ``"heuristic"``, TD-MPC2's per task (:func:`~torchrl_pwm.objectives.tdmpc2_discount` of
+    the task's episode length in agent steps: the task set's for ``mt30`` / ``mt80``, the
+    dataset's episode length otherwise), indexed by task id."""
+    if cfg.loss.discount != "heuristic":
+        return float(cfg.loss.discount)
+    lengths = {}
+    if dataset.task_set_name in ("mt30", "mt80"):
+        lengths = {t.name: t.episode_length for t in task_set(dataset.task_set_name)}
+    default = dataset.rows_per_episode - 1  # TD-MPC2's layout: the reset row + T steps
+    return [tdmpc2_discount(lengths.get(s.name, default)) for s in dataset.task_specs]
 
 
 def make_pretrain_stepper(
-    cfg: DictConfig, world_model: TDMPC2WorldModel, device: torch.device, distributed: bool
-) -> PWMOptimizationStepper:
-    """``TDMPC2ModelLoss`` with ``cfg.loss``'s settings and TD-MPC2's optimiser (Adam,
-    encoder lr x ``encoder_lr_scale``, clip) in a ``PWMOptimizationStepper`` whose
-    :meth:`~torchrl_pwm.trainers.PWMOptimizationStepper.world_model_step` is the update.
-
-    The stepper needs a whole ``PWMLoss``: the actor and critic here are one-unit
-    placeholders that pre-training never updates."""
-    refuse_unsupported(cfg)
-    latent = world_model.latent_dim
-    loss = PWMLoss(
+    cfg: DictConfig,
+    world_model: TDMPC2WorldModel,
+    device: torch.device,
+    distributed: bool,
+    discount: float | Sequence[float] = 0.99,
+) -> WorldModelOptimizationStepper:
+    """``TDMPC2ModelLoss`` with ``cfg.loss``'s settings (and TD-MPC2's value term with
+    ``world_model.value_term``, TD targets discounted by ``discount``: see
+    :func:`value_discount`) in a ``WorldModelOptimizationStepper`` with TD-MPC2's
+    optimisers (Adam, encoder lr x ``encoder_lr_scale``, clip; the policy prior's own Adam,
+    eps ``policy_eps``; the target Qs' soft update, ``tau``); its ``world_model_step`` is
+    the update."""
+    value_term = bool(cfg.world_model.value_term)
+    loss = TDMPC2ModelLoss(
         world_model,
-        make_pwm_actor(latent, world_model.action_dim, hidden_sizes=(1,), device=device),
-        ValueEnsemble(latent, num_critics=1, hidden_sizes=(1,), device=device),
         consistency_coef=cfg.loss.consistency_coef,
         reward_coef=cfg.loss.reward_coef,
         temporal_discount=cfg.loss.temporal_discount,
+        value_term=value_term,
+        value_coef=cfg.loss.value_coef,
+        discount=discount,
+        entropy_coef=cfg.loss.entropy_coef,
     ).to(device)
     compile, mode = cfg.compile.enabled, cfg.compile.mode
+    function = None
     if distributed:
-        distribute_model_loss(loss, device, compile=compile, compile_mode=mode)
+        function = distribute_model_loss(loss, device, compile=compile, compile_mode=mode)
     optim = cfg.optim
-    return PWMOptimizationStepper(
+    return WorldModelOptimizationStepper(
         loss,
-        horizon=cfg.loss.horizon,
-        config=PWMOptimConfig(
-            world_model_lr=optim.lr,
-            encoder_lr_scale=optim.encoder_lr_scale,
-            world_model_grad_clip=optim.grad_clip,
-            world_model_updates=1,
-            max_nonfinite_steps=optim.max_nonfinite_steps,
-            compile=compile and not distributed,  # under DDP: compiled inside it
-            compile_mode=mode,
-        ),
+        cfg.loss.horizon,
+        lr=optim.lr,
+        encoder_lr_scale=optim.encoder_lr_scale,
+        grad_clip=optim.grad_clip,
+        policy_eps=optim.policy_eps,
+        tau=optim.tau,
+        max_nonfinite_steps=optim.max_nonfinite_steps,
+        compile=compile and not distributed,  # under DDP: compiled inside it
+        compile_mode=mode,
+        loss_function=function,
     )
 
 

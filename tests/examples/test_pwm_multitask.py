@@ -31,18 +31,18 @@ TINY = [
     "logger.log_every=1", "logger.progress_bar=false", "threads=1", "seed=3",
 ]  # fmt: skip
 
-# Runs a script after patching PWMOptimizationStepper.world_model_step to SIGKILL the process
-# at its N-th call: a pre-training killed between two checkpoints.
+# Runs a script after patching WorldModelOptimizationStepper.world_model_step to SIGKILL the
+# process at its N-th call: a pre-training killed between two checkpoints.
 KILLER = """
 import os, runpy, signal, sys
-from torchrl_pwm.trainers import PWMOptimizationStepper
-update, calls, kill_at = PWMOptimizationStepper.world_model_step, [0], int(sys.argv[1])
+from torchrl_pwm.trainers import WorldModelOptimizationStepper as Stepper
+update, calls, kill_at = Stepper.world_model_step, [0], int(sys.argv[1])
 def killing(self, *args, **kwargs):
     calls[0] += 1
     if calls[0] == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
     return update(self, *args, **kwargs)
-PWMOptimizationStepper.world_model_step = killing
+Stepper.world_model_step = killing
 sys.argv = sys.argv[2:]
 sys.path.insert(0, os.path.dirname(sys.argv[0]))
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -216,6 +216,7 @@ def test_policy_stage_loads_ours_and_tdmpc2_checkpoints(pretrained, tmp_path):
     ours = utils.load_world_model(run_dir / "checkpoint.pt", "ours", "mt30")
     state = load_checkpoint(run_dir / "checkpoint.pt")
     kwargs = dict(state["world_model_kwargs"])
+    assert kwargs.pop("value_heads") is False
     with_heads = TDMPC2WorldModel(
         kwargs.pop("observation_dim"), kwargs.pop("action_dim"), value_heads=True, **kwargs
     )
@@ -239,8 +240,54 @@ def test_policy_stage_loads_ours_and_tdmpc2_checkpoints(pretrained, tmp_path):
         utils.load_world_model(run_dir / "checkpoint.pt", "ours", "mt80")
 
 
-def test_value_term_is_refused_until_implemented():
-    cfg = OmegaConf.load(FOLDER / "config.yaml")
-    cfg.world_model.value_term = True
-    with pytest.raises(NotImplementedError, match="value_term"):
-        _utils().refuse_unsupported(cfg)
+def test_value_term_pretrains_and_resumes_bit_identically(pretrained, tmp_path):
+    """world_model.value_term=true: TD-MPC2's Q ensemble and policy prior train with the world
+    model; a run killed between two checkpoints resumes to the uninterrupted run's state
+    (world model and heads, both optimisers, target Qs, running Q scale, loss curve)."""
+    _, data = pretrained
+    args = [
+        *TINY, f"dataset.root={data}", "optim.steps=4", "checkpoint.every=2",
+        "world_model.value_term=true",
+    ]  # fmt: skip
+    out = _run([sys.executable, str(PRETRAIN)], tmp_path / "reference", *args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    header, *rows = (tmp_path / "reference" / "losses.csv").read_text().splitlines()
+    assert header.split(",") == [
+        "step", "samples", "loss_consistency", "loss_reward", "grad_norm",
+        "loss_value", "loss_pi", "grad_norm_policy", "wall_s",
+    ]  # fmt: skip
+    assert len(rows) == 4 and all(float(r.split(",")[5]) > 0 for r in rows)
+    reference = load_checkpoint(tmp_path / "reference" / "checkpoint.pt")
+    assert reference["world_model_kwargs"]["value_heads"] is True
+    assert any(k.startswith("q_ensemble.") for k in reference["world_model"])
+    # the TD-MPC2 discount heuristic: mt30's DMC tasks have 500-step episodes
+    assert json.loads(reference["config"])["loss"]["discount"] == "heuristic"
+
+    run_dir = tmp_path / "killed"
+    out = _run([sys.executable, "-c", KILLER, "3", str(PRETRAIN)], run_dir, *args)
+    assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 2
+    out = _run([sys.executable, str(PRETRAIN)], run_dir, *args, "resume=true")
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = load_checkpoint(run_dir / "checkpoint.pt")
+    assert _same_state(resumed["world_model"], reference["world_model"])
+    for key in (
+        "world_model_optimizer", "policy_optimizer", "target_q_params", "value_scale", "steps",
+        "skipped_updates",
+    ):  # fmt: skip
+        assert _same_state(resumed["stepper"][key], reference["stepper"][key]), key
+    assert [r[:-1] for r in resumed["history"]] == [r[:-1] for r in reference["history"]]
+
+    # the policy stage loads it (and ignores the heads)
+    world_model = _utils().load_world_model(run_dir / "checkpoint.pt", "ours", "mt30")
+    assert world_model.q_ensemble is not None
+
+    # under DDP (2 gloo ranks) every parameter is used in one forward; replicas stay equal
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    ddp_args = [a for a in args if not a.startswith(("optim.steps", "checkpoint.every"))]
+    out = _run(
+        [*torchrun, str(PRETRAIN)], tmp_path / "ddp", *ddp_args, "optim.steps=2",
+        "checkpoint.every=null",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["replicas_max_abs_diff"] == 0

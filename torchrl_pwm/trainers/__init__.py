@@ -17,6 +17,7 @@ from torchrl_pwm.trainers.runs import (
     write_timings,
 )
 from torchrl_pwm.trainers.stepper import NonFiniteLossError, PWMOptimConfig, PWMOptimizationStepper
+from torchrl_pwm.trainers.world_model_stepper import WorldModelOptimizationStepper
 
 __all__ = [
     "CheckpointHook",
@@ -29,6 +30,7 @@ __all__ = [
     "RunHooks",
     "StopOnSignal",
     "TimedOptimizationStepper",
+    "WorldModelOptimizationStepper",
     "check_fresh_run",
     "evaluate_policy",
     "make_logger",
