@@ -186,6 +186,7 @@ def test_value_and_policy_losses_equal_hand_computation(multitask, monkeypatch):
     torch.testing.assert_close(loss.value_scale.item(), scale)  # updated by the call
     assert scale != 2.0
     assert all(v.ndim == 0 for v in out.values())  # scalars only
+    assert sorted(out.keys()) == sorted(loss.out_keys)
     del updater
 
 

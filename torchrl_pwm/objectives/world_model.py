@@ -212,6 +212,9 @@ class TDMPC2ModelLoss(LossModule):
             )
         if discount.ndim > 1:
             raise ValueError("discount must be a number or one number per task.")
+        self.out_keys = [
+            "loss_consistency", "loss_reward", "consistency", "reward_loss", *self.value_out_keys
+        ]  # fmt: skip
         self.register_buffer("discount", discount)
         self.register_buffer("value_scale", torch.ones(()))
         # TorchRL's target mechanism: ``q_network_params`` are the Q ensemble's own
