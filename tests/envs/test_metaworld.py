@@ -12,6 +12,7 @@ import torch
 from torchrl_pwm.envs import UnknownTaskError, available_tasks, make_env
 from torchrl_pwm.envs import metaworld as mw
 from torchrl_pwm.envs.task_sets import task_set
+from torchrl_pwm.trainers import PolicyEvaluator
 
 needs_metaworld = pytest.mark.skipif(
     importlib.util.find_spec("metaworld") is None,
@@ -89,6 +90,11 @@ def test_scripted_expert_succeeds(task):
     for _ in range(2):
         td = env.rollout(100, act)
         assert td["next", "success"][-1].item(), f"{task}: the expert ended without success"
+    # the evaluation hook of the example scripts logs the success rate beside the return
+    out = PolicyEvaluator(env, act, interval=1, num_episodes=2).evaluate(frames=0)
+    assert out["eval/success"] == 1.0 and out["eval/return_mean"] > 0
+    dmc = PolicyEvaluator(make_env("cartpole-swingup", max_episode_steps=5), None, interval=1)
+    assert "eval/success" not in dmc.evaluate(frames=0)  # DMC has no success signal
 
 
 @needs_metaworld

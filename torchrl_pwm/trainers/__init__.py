@@ -6,6 +6,7 @@ from torchrl_pwm.trainers.hooks import (
     EnvStepProgressBar,
     PolicyEvaluator,
     StopOnSignal,
+    episode_success,
     evaluate_policy,
 )
 from torchrl_pwm.trainers.runs import (
@@ -32,6 +33,7 @@ __all__ = [
     "TimedOptimizationStepper",
     "WorldModelOptimizationStepper",
     "check_fresh_run",
+    "episode_success",
     "evaluate_policy",
     "make_logger",
     "register_run_hooks",

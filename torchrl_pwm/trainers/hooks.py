@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "EnvStepProgressBar",
     "PolicyEvaluator",
     "StopOnSignal",
+    "episode_success",
     "evaluate_policy",
 ]
 
@@ -71,6 +72,25 @@ def evaluate_policy(
     return (returns, episodes) if return_episodes else returns
 
 
+def episode_success(episodes: Sequence[TensorDictBase]) -> float | None:
+    """The fraction of ``episodes`` that end in success, as TD-MPC2 scores Meta-World (the last
+    step's ``("next", "success")``), or ``None`` when the episodes carry no success flag (DMC).
+
+    Examples:
+        >>> from tensordict import TensorDict
+        >>> ep = lambda last: TensorDict(
+        ...     {"next": {"success": torch.tensor([[False], [last]])}}, batch_size=[2])
+        >>> episode_success([ep(True), ep(False)])
+        0.5
+        >>> episode_success([TensorDict({"next": {"reward": torch.ones(2, 1)}}, [2])]) is None
+        True
+    """
+    if not episodes or ("next", "success") not in episodes[0].keys(include_nested=True):
+        return None
+    last = [bool(ep["next", "success"][-1].any()) for ep in episodes]
+    return sum(last) / len(last)
+
+
 class EnvStepLogger:
     """Wraps a TorchRL logger so that every ``step`` it receives is multiplied by ``scale``.
 
@@ -101,7 +121,9 @@ class PolicyEvaluator(TrainerHookBase):
     the end of training.
 
     Logs ``eval/return_mean`` and ``eval/return_std`` over ``num_episodes`` deterministic
-    episodes (and whatever ``episode_metrics`` computes from them), shows the latest mean in
+    episodes, ``eval/success`` where the env reports success (Meta-World: the fraction of
+    episodes whose last step succeeds, :func:`episode_success`), and whatever
+    ``episode_metrics`` computes from the episodes; shows the latest mean in
     the progress bar, and appends a row ``(env_steps, return_mean, return_std, wall_time_s)``
     to ``csv_path`` if given. The
     history is part of the hook's ``state_dict``, so a resumed run keeps its curve (and the
@@ -181,14 +203,13 @@ class PolicyEvaluator(TrainerHookBase):
         """Run the episodes now and record them at ``frames`` agent steps (and a GIF of one
         more episode if ``video`` and a ``video_env`` was given)."""
         t0 = time.time()
-        extra = {}
-        if self.episode_metrics is None:
-            returns = evaluate_policy(self.env, self.policy, self.num_episodes)
-        else:  # keep the episodes only for the metrics
-            returns, episodes = evaluate_policy(
-                self.env, self.policy, self.num_episodes, return_episodes=True
-            )
-            extra = self.episode_metrics(episodes)
+        returns, episodes = evaluate_policy(
+            self.env, self.policy, self.num_episodes, return_episodes=True
+        )
+        extra = {} if self.episode_metrics is None else dict(self.episode_metrics(episodes))
+        success = episode_success(episodes)
+        if success is not None:
+            extra["eval/success"] = success
         returns = returns.float()
         if video and self.video_env is not None:
             frames_px, _ = record_episode(self.video_env, self.policy)
