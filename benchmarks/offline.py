@@ -42,8 +42,10 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -307,28 +309,43 @@ def stage_throughput(args, ledger: Ledger) -> None:
 
 
 def stage_sample_efficiency(args, ledger: Ledger) -> None:
+    """A policy per (task, snapshot, seed), ``--jobs`` of them at a time (one thread each)."""
     snapshots = pretrain_dir(args) / "snapshots"
+    todo = []
     for task in args.se_tasks:
         for steps in sorted(args.snapshots):
             checkpoint = snapshots / f"step_{steps}.pt"
             if not checkpoint.exists():
                 raise SystemExit(f"No snapshot {checkpoint}: stage pretrain first.")
             for seed in args.seeds:
-                out = policy_dir(args, seed, steps, task)
-                if (out / "results.csv").exists():
+                if (policy_dir(args, seed, steps, task) / "results.csv").exists():
                     print(f"[done] sample efficiency {task} step {steps} seed {seed}", flush=True)
-                    continue
-                print(f"[run] sample efficiency {task}: world model at step {steps}, seed {seed}",
-                      flush=True)  # fmt: skip
-                log = args.out / "logs" / f"se_{task}_{steps}_seed{seed}.log"
-                code, seconds, cmd = train_policies(
-                    args, checkpoint=checkpoint, tasks=[task], seed=seed, out=out,
-                    iterations=args.se_iterations, eval_every=args.se_iterations, log=log,
-                )  # fmt: skip
-                if code:
-                    _fail(f"sample efficiency {task} {steps}", code, log)
-                ledger.record(f"sample_efficiency/{task}/{steps}/seed{seed}", seconds=seconds,
-                              command=shlex.join(cmd))  # fmt: skip
+                else:
+                    todo.append((task, steps, seed, checkpoint))
+    single = argparse.Namespace(**{**vars(args), "jobs": 1, "threads": 1})
+    lock = threading.Lock()
+
+    def work(item) -> str | None:
+        task, steps, seed, checkpoint = item
+        print(f"[run] sample efficiency {task}: world model at step {steps}, seed {seed}",
+              flush=True)  # fmt: skip
+        log = args.out / "logs" / f"se_{task}_{steps}_seed{seed}.log"
+        code, seconds, cmd = train_policies(
+            single if args.jobs > 1 else args, checkpoint=checkpoint, tasks=[task], seed=seed,
+            out=policy_dir(args, seed, steps, task), iterations=args.se_iterations,
+            eval_every=args.se_iterations, log=log,
+        )  # fmt: skip
+        if code:
+            return f"sample efficiency {task} step {steps} seed {seed} (exit {code}, {log})"
+        with lock:
+            ledger.record(f"sample_efficiency/{task}/{steps}/seed{seed}", seconds=seconds,
+                          command=shlex.join(cmd))  # fmt: skip
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        failures = [f for f in pool.map(work, todo) if f is not None]
+    if failures:
+        raise SystemExit("failed: " + "; ".join(failures))
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -541,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--throughput-sizes", nargs="+", default=["1M", "5M"])
     p.add_argument("--throughput-steps", type=int, default=100)
     p.add_argument("--throughput-iterations", type=int, default=20)
-    p.add_argument("--jobs", type=int, default=1, help="policies trained in parallel")
+    p.add_argument("--jobs", type=int, default=2, help="policies trained in parallel")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--out", type=Path, default=OUT)
