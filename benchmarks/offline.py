@@ -468,8 +468,15 @@ def plot_sample_efficiency(rows: Sequence[dict], path: Path) -> None:
 def _machine() -> str:
     import torch
 
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"torch {torch.__version__}, {platform.python_version()}")  # fmt: skip
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux: the CPU's name
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").open()
+                 if ln.startswith("model name")]  # fmt: skip
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"Python {platform.python_version()}")  # fmt: skip
 
 
 def _fmt(x: float) -> str:
