@@ -318,7 +318,7 @@ def stage_sample_efficiency(args, ledger: Ledger) -> None:
             if not checkpoint.exists():
                 raise SystemExit(f"No snapshot {checkpoint}: stage pretrain first.")
             for seed in args.seeds:
-                if (policy_dir(args, seed, steps, task) / "results.csv").exists():
+                if _se_result(args, task, steps, seed) is not None:
                     print(f"[done] sample efficiency {task} step {steps} seed {seed}", flush=True)
                 else:
                     todo.append((task, steps, seed, checkpoint))
@@ -346,6 +346,16 @@ def stage_sample_efficiency(args, ledger: Ledger) -> None:
         failures = [f for f in pool.map(work, todo) if f is not None]
     if failures:
         raise SystemExit("failed: " + "; ".join(failures))
+
+
+def _se_result(args, task: str, steps: int, seed: int) -> dict | None:
+    """The policy trained on the world model at ``steps``: its own run, or the policy stage's
+    when that used the same world model and number of iterations."""
+    own = _read_results(policy_dir(args, seed, steps, task)).get(task)
+    if own is not None or steps != args.pretrain_steps:
+        return own
+    main = _read_results(policy_dir(args, seed)).get(task)
+    return main if main is not None and int(main["iterations"]) == args.se_iterations else None
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -430,7 +440,7 @@ def sample_efficiency_rows(args) -> list[dict]:
     for task in args.se_tasks:
         for steps in sorted(args.snapshots):
             for seed in args.seeds:
-                r = _read_results(policy_dir(args, seed, steps, task)).get(task)
+                r = _se_result(args, task, steps, seed)
                 if r is not None:
                     rows.append({"task": task, "pretrain_steps": steps,
                                  "pretrain_samples": steps * args.pretrain_batch, "seed": seed,
@@ -557,11 +567,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pretrain-batch", type=int, default=256)
     p.add_argument("--snapshots", nargs="+", type=int, default=[500, 2000, 8000])
     p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--policy-iterations", type=int, default=1000)
-    p.add_argument("--policy-eval-every", type=int, default=200)
+    p.add_argument("--policy-iterations", type=int, default=500)
+    p.add_argument("--policy-eval-every", type=int, default=100)
     p.add_argument("--policy-batch", type=int, default=512)
     p.add_argument("--se-tasks", nargs="+", default=["cartpole-swingup"])
-    p.add_argument("--se-iterations", type=int, default=500)
+    p.add_argument("--se-iterations", type=int, default=None,
+                   help="default: --policy-iterations (the last snapshot's policy is then the "
+                   "policy stage's)")  # fmt: skip
     p.add_argument("--throughput-sizes", nargs="+", default=["1M", "5M"])
     p.add_argument("--throughput-steps", type=int, default=100)
     p.add_argument("--throughput-iterations", type=int, default=20)
@@ -575,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.sources = parse_sources(args.sources)
     except ValueError as err:
         p.error(str(err))
+    args.se_iterations = args.se_iterations or args.policy_iterations
     if args.pretrain_steps not in args.snapshots:
         args.snapshots = sorted({*args.snapshots, args.pretrain_steps})
     cli = "python benchmarks/offline.py " + shlex.join(sys.argv[1:] if argv is None else argv)

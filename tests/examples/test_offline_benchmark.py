@@ -86,7 +86,8 @@ def test_report_rows_compare_the_offline_policy_with_its_data_and_online_agents(
     ledger = offline.Ledger(ns.out / "stages.json")
     ledger.record("pretrain/1M/500", seconds=12.0, summary={
         "steps": 500, "samples_per_s": 900.0, "world_model_parameters": 1.2e6})  # fmt: skip
-    ns.se_tasks, ns.snapshots, ns.pretrain_batch = ["cartpole-swingup"], [500], 256
+    ns.se_tasks, ns.snapshots, ns.pretrain_batch = ["cartpole-swingup"], [500, 1000], 256
+    ns.pretrain_steps, ns.se_iterations = 1000, 200  # the policy stage's: 200 iterations
     _results_csv(ns.out / "sample_efficiency" / "cartpole-swingup" / "step_500" / "seed0",
                  {"cartpole-swingup": (400.0, 450.0)})  # fmt: skip
     offline.write_report(ns, ledger, "python benchmarks/offline.py")
@@ -98,6 +99,12 @@ def test_report_rows_compare_the_offline_policy_with_its_data_and_online_agents(
     md = (tmp_path / "results" / "offline.md").read_text()
     assert "| cheetah-run | 0 | **280** | 250 | 300 | 275 (learning.csv, 2 seeds)" in md
     assert (tmp_path / "results" / "offline_sample_efficiency.png").exists()
+    # the last snapshot's point is the policy stage's policy (same world model, iterations)
+    se = list(csv.DictReader((tmp_path / "results" / "offline_sample_efficiency.csv").open()))
+    assert [(r["pretrain_steps"], r["offline_return"]) for r in se] == [
+        ("500", "400.0"),
+        ("1000", "650.0"),
+    ]
     # rebuilding keeps the text written outside the generated block
     (tmp_path / "results" / "offline.md").write_text(md + "\n## Analysis\nkept\n")
     offline.write_report(ns, ledger, "python benchmarks/offline.py")
