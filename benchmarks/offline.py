@@ -271,10 +271,13 @@ def stage_throughput(args, ledger: Ledger) -> None:
     task = next(iter(args.sources))
     for size in args.throughput_sizes:
         key = f"throughput/{size}"
+        run_dir = args.out / "throughput" / size
         if (ledger.get(key) or {}).get("policy_s_per_iteration") is not None:
+            losses = run_dir / "pretrain" / "losses.csv"
+            if losses.exists():  # (recorded by a version that did not yet)
+                ledger.record(key, pretrain_steady_samples_per_s=steady_rate(losses))
             print(f"[done] throughput {size}", flush=True)
             continue
-        run_dir = args.out / "throughput" / size
         pre = [sys.executable, str(EXAMPLES / "pwm_multitask" / "pretrain.py"),
                f"dataset.root={args.out / 'dataset'}", f"world_model.size={size}",
                f"optim.steps={args.throughput_steps}", f"optim.batch_size={args.pretrain_batch}",
@@ -293,6 +296,7 @@ def stage_throughput(args, ledger: Ledger) -> None:
             summary = json.loads((run_dir / "pretrain" / "summary.json").read_text())
         ledger.record(key, pretrain_command=shlex.join(pre),
                       pretrain_samples_per_s=summary["samples_per_s"],
+                      pretrain_steady_samples_per_s=steady_rate(run_dir / "pretrain" / "losses.csv"),
                       world_model_parameters=summary["world_model_parameters"],
                       pretrain_batch=args.pretrain_batch, threads=args.threads)  # fmt: skip
         log = args.out / "logs" / f"throughput_{size}.log"
@@ -306,6 +310,18 @@ def stage_throughput(args, ledger: Ledger) -> None:
         ledger.record(key, policy_command=shlex.join(cmd),
                       policy_s_per_iteration=float(row["s_per_iteration"]),
                       policy_warmup_s=float(row["warmup_s"]), policy_batch=args.policy_batch)  # fmt: skip
+
+
+def steady_rate(losses_csv: Path) -> float | None:
+    """Slices per second between the first and the last row of ``losses.csv`` (the first row's
+    interval holds the compilation)."""
+    with losses_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if len(rows) < 2:
+        return None
+    first, last = rows[0], rows[-1]
+    seconds = float(last["wall_s"]) - float(first["wall_s"])
+    return (int(last["samples"]) - int(first["samples"])) / seconds if seconds > 0 else None
 
 
 def stage_sample_efficiency(args, ledger: Ledger) -> None:
@@ -522,8 +538,8 @@ def write_report(args, ledger: Ledger, cli: str) -> None:
             extra = ""
             if "summary" in item:
                 s = item["summary"]
-                extra = (f"{s['steps']} steps, {s['samples_per_s']:.0f} slices/s, "
-                         f"{s['world_model_parameters'] / 1e6:.2f}M parameters")  # fmt: skip
+                extra = (f"{s['steps']} steps, {s['samples_per_s']:.0f} slices/s (compilation "
+                         f"included), {s['world_model_parameters'] / 1e6:.2f}M parameters")  # fmt: skip
             lines.append(f"| {key} | {item['seconds']:.0f} | {extra} |")
     throughput = {k: v for k, v in ledger.data.items() if k.startswith("throughput/")}
     if throughput:
@@ -532,10 +548,11 @@ def write_report(args, ledger: Ledger, cli: str) -> None:
         for key, t in throughput.items():
             per = t.get("policy_s_per_iteration")
             proj = "-" if per is None else f"{per * 10_000 / 60:.0f}"
+            steady = t.get("pretrain_steady_samples_per_s") or t["pretrain_samples_per_s"]
             lines.append(
                 f"| {key.split('/')[1]} | {t['world_model_parameters'] / 1e6:.2f}M | "
-                f"{t['pretrain_samples_per_s']:.0f} (batch {t['pretrain_batch']}, "
-                f"{t['threads']} thr.) | {'-' if per is None else f'{per:.2f}'} | {proj} |"
+                f"{steady:.0f} (batch {t['pretrain_batch']}, {t['threads']} thr.) | "
+                f"{'-' if per is None else f'{per:.2f}'} | {proj} |"
             )
     if se:
         lines += ["", "Sample efficiency (`offline_sample_efficiency.png`):", "",
