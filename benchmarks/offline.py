@@ -135,12 +135,15 @@ def _fail(what: str, code: int, log: Path) -> None:
 
 def stage_data(args, ledger: Ledger) -> None:
     for task, (algorithm, budget) in args.sources.items():
-        (step,) = learning.plan([algorithm], [task], [args.data_seed], budget)
+        # only this benchmark's own run folders: an imported online.py result has no replay
+        # buffer to make a dataset from
+        (step,) = learning.plan([algorithm], [task], [args.data_seed], budget,
+                                online_runs=None, online_results=None)  # fmt: skip
         name = f"data {algorithm} {task} seed {args.data_seed} ({budget} env steps)"
-        if step.action in ("done", "import"):
+        if step.action == "done":
             print(f"[done] {name}: {step.run.run_dir}", flush=True)
             continue
-        if step.action in ("busy", "wait"):
+        if step.action == "busy":
             raise SystemExit(f"{name}: another process holds {step.run.run_dir}; rerun later.")
         cmd = learning.command(step.run, resume=step.action == "resume",
                                eval_every=args.data_eval_every, eval_episodes=10,
@@ -164,10 +167,17 @@ def data_run(args, task: str) -> learning.Run:
 def stage_collect(args, ledger: Ledger) -> None:
     for task in args.sources:
         folder = args.out / "data" / task
-        if (folder / ".done").exists():
+        run = data_run(args, task)
+        done = folder / ".done"
+        if done.exists():
+            made_from = done.read_text().strip()
+            if made_from and made_from != str(run.run_dir):
+                raise SystemExit(
+                    f"{folder} was collected from {made_from}, not {run.run_dir} (--sources "
+                    f"changed): move it away, or use another --out."
+                )
             print(f"[done] collect {task}: {folder}", flush=True)
             continue
-        run = data_run(args, task)
         cmd = [sys.executable, str(EXAMPLES / "collect_dataset" / "collect.py"),
                f"task_set={TASK_SET}", f"tasks=[{task}]", "agent.kind=replay_buffer",
                f"agent.run_dir={run.run_dir}", "progress_bar=false", "threads=1",
@@ -177,7 +187,7 @@ def stage_collect(args, ledger: Ledger) -> None:
         code, seconds = run_logged(cmd, args.out / "logs" / f"collect_{task}.log")
         if code:
             _fail(f"collect {task}", code, args.out / "logs" / f"collect_{task}.log")
-        (folder / ".done").write_text("")
+        (folder / ".done").write_text(str(run.run_dir))
         ledger.record(f"collect/{task}", seconds=seconds, command=shlex.join(cmd))
 
 
@@ -190,6 +200,9 @@ def stage_pretrain(args, ledger: Ledger) -> None:
     of the checkpoint at each."""
     run_dir = pretrain_dir(args)
     snapshots = run_dir / "snapshots"
+    unfinished = [t for t in args.sources if not (args.out / "data" / t / ".done").exists()]
+    if unfinished and not (args.out / "dataset" / "dataset.json").exists():
+        raise SystemExit(f"Collection of {unfinished} is not finished: stage collect first.")
     chunks = str(args.out / "data" / "*" / "chunk_*.pt")
     log = args.out / "logs" / f"pretrain_{args.world_model}.log"
     for steps in sorted(set(args.snapshots) | {args.pretrain_steps}):
@@ -215,6 +228,11 @@ def stage_pretrain(args, ledger: Ledger) -> None:
         tmp.write_bytes((run_dir / "checkpoint.pt").read_bytes())
         os.replace(tmp, keep)
         summary = json.loads((run_dir / "summary.json").read_text())
+        if summary["steps"] != steps:
+            raise SystemExit(
+                f"{run_dir} is at step {summary['steps']}, past the snapshot at {steps} "
+                "(--snapshots changed after pre-training): use another --out."
+            )
         ledger.record(f"pretrain/{args.world_model}/{steps}", seconds=seconds,
                       command=shlex.join(cmd), summary=summary)  # fmt: skip
 
@@ -244,7 +262,9 @@ def stage_policy(args, ledger: Ledger) -> None:
         raise SystemExit(f"No pre-trained world model at {checkpoint}: stage pretrain first.")
     for seed in args.seeds:
         out = policy_dir(args, seed)
-        if (out / "results.csv").exists() and _results_cover(out, args.sources):
+        if (out / "results.csv").exists() and _results_cover(
+            out, args.sources, args.policy_iterations
+        ):
             print(f"[done] policies seed {seed}: {out / 'results.csv'}", flush=True)
             continue
         print(f"[run] policies of {list(args.sources)} seed {seed} ({args.policy_iterations} "
@@ -260,14 +280,23 @@ def stage_policy(args, ledger: Ledger) -> None:
                       command=shlex.join(cmd))  # fmt: skip
 
 
-def _results_cover(out: Path, tasks) -> bool:
-    with (out / "results.csv").open(newline="") as f:
-        return set(tasks) <= {row["task"] for row in csv.DictReader(f)}
+def _results_cover(out: Path, tasks, iterations: int) -> bool:
+    """Whether ``out/results.csv`` has every task, trained for ``iterations`` (refused if it
+    has them with another number: train_policy.py would refuse to mix them too)."""
+    results = _read_results(out)
+    if not set(tasks) <= set(results):
+        return False
+    other = {t: r["iterations"] for t, r in results.items() if int(r["iterations"]) != iterations}
+    if other:
+        raise SystemExit(f"{out} holds policies of {other} iterations, not {iterations}: use "
+                         "another --out for other settings.")  # fmt: skip
+    return True
 
 
 def stage_throughput(args, ledger: Ledger) -> None:
     """Short runs of the same scripts at the 1M and 5M presets: pre-training samples/s, and the
-    seconds per policy iteration (train_s of a short train_policy.py run without evaluation)."""
+    seconds per policy iteration (``s_per_iteration`` of a short train_policy.py run: its first
+    iterations, which compile, and its evaluations excluded)."""
     task = next(iter(args.sources))
     for size in args.throughput_sizes:
         key = f"throughput/{size}"
@@ -368,6 +397,8 @@ def _se_result(args, task: str, steps: int, seed: int) -> dict | None:
     """The policy trained on the world model at ``steps``: its own run, or the policy stage's
     when that used the same world model and number of iterations."""
     own = _read_results(policy_dir(args, seed, steps, task)).get(task)
+    if own is not None and int(own["iterations"]) != args.se_iterations:
+        own = None  # another setting's policy: train_policy.py refuses to mix them, clearly
     if own is not None or steps != args.pretrain_steps:
         return own
     main = _read_results(policy_dir(args, seed)).get(task)
@@ -396,17 +427,17 @@ def return_at(algorithm: str, task: str, env_steps: int, seed: int, source: lear
     if run.finished:
         return learning.final_return(run)[1], f"learning run seed {seed}"
     if committed.exists():
-        curves: dict[str, list[tuple[int, float]]] = {}
+        curves: dict[tuple[str, str], list[tuple[int, float]]] = {}  # (seed, budget): curve
         with committed.open(newline="") as f:
             for row in csv.DictReader(f):
                 if row["algorithm"] == algorithm and row["task"] == task:
-                    curves.setdefault(row["seed"], []).append(
+                    curves.setdefault((row["seed"], row["budget"]), []).append(
                         (int(row["env_steps"]), float(row["eval_return"]))
                     )
         values = [float(np.interp(env_steps, *zip(*sorted(c)))) for c in curves.values()
                   if max(s for s, _ in c) >= env_steps]  # fmt: skip
         if values:
-            return float(np.mean(values)), f"learning.csv, {len(values)} seeds"
+            return float(np.mean(values)), f"learning.csv, {len(values)} runs"
     return math.nan, "none"
 
 
@@ -509,17 +540,36 @@ def _fmt(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0f}"
 
 
+def _missing_published(rows: Sequence[dict], results: Path) -> list[str]:
+    """(task, seed) rows of the published ``offline.csv`` that ``rows`` lacks (a clone without
+    the benchmark's output folders)."""
+    path = results / "offline.csv"
+    if not path.exists():
+        return []
+    have = {(r["task"], str(r["seed"])) for r in rows}
+    with path.open(newline="") as f:
+        return [f"{r['task']} seed {r['seed']}" for r in csv.DictReader(f)
+                if (r["task"], r["seed"]) not in have]  # fmt: skip
+
+
 def write_report(args, ledger: Ledger, cli: str) -> None:
     rows, notes = build_rows(args)
+    missing = _missing_published(rows, RESULTS)
+    if missing:
+        print(f"[kept] {RESULTS / 'offline.csv'} has rows this output folder cannot rebuild "
+              f"({', '.join(missing)}): not rewriting {RESULTS}; pass --results-dir to write "
+              "elsewhere.", flush=True)  # fmt: skip
+        return
     write_csv_atomic(RESULTS / "offline.csv", CSV_COLUMNS, rows)
     se = sample_efficiency_rows(args)
     if se:
         write_csv_atomic(RESULTS / "offline_sample_efficiency.csv", list(se[0]), se)
         plot_sample_efficiency(se, RESULTS / "offline_sample_efficiency.png")
-    stages = {"command": cli, "machine": _machine(), "stages": ledger.data}
-    (RESULTS / "offline_stages.json").write_text(json.dumps(stages, indent=1))
+    run = ledger.get("run") or {"commands": [cli], "machine": _machine()}
+    (RESULTS / "offline_stages.json").write_text(json.dumps(ledger.data, indent=1))
 
-    lines = [BEGIN, "", f"Machine: {_machine()}. Command: `{cli}`.", ""]
+    lines = [BEGIN, "", f"Machine: {run['machine']}. Commands, in order:", "", "```bash"]
+    lines += [*run["commands"], "```", ""]
     lines += ["| task | seed | offline PWM | data final | data best | online PWM | SAC | "
               "dataset env steps | data from | offline best (iter.) |",
               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -572,6 +622,7 @@ def write_report(args, ledger: Ledger, cli: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global RESULTS  # --results-dir
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     p.add_argument("--sources", nargs="+", default=list(DEFAULT_SOURCES),
@@ -599,17 +650,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--markdown", action="store_true", help="only rebuild the report")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help=f"where the report goes (default {RESULTS})")  # fmt: skip
     args = p.parse_args(argv)
     try:
         args.sources = parse_sources(args.sources)
     except ValueError as err:
         p.error(str(err))
     args.se_iterations = args.se_iterations or args.policy_iterations
+    if args.results_dir is not None:
+        RESULTS = args.results_dir
+        RESULTS.mkdir(parents=True, exist_ok=True)
     if args.pretrain_steps not in args.snapshots:
         args.snapshots = sorted({*args.snapshots, args.pretrain_steps})
     cli = "python benchmarks/offline.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     ledger = Ledger(args.out / "stages.json")
     if not args.markdown:
+        commands = (ledger.get("run") or {}).get("commands", [])
+        ledger.record("run", machine=_machine(),
+                      commands=commands + ([cli] if cli not in commands else []))  # fmt: skip
         runners = {"data": stage_data, "collect": stage_collect, "pretrain": stage_pretrain,
                    "policy": stage_policy, "throughput": stage_throughput,
                    "sample_efficiency": stage_sample_efficiency}  # fmt: skip

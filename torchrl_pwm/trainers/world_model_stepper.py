@@ -25,7 +25,7 @@ class WorldModelOptimizationStepper(OptimizationStepper):
     and, with the loss's value term, the Q ensemble) is stepped by Adam on
     ``loss_consistency + loss_reward (+ loss_value)`` with its gradient norm clipped at
     ``grad_clip``. With the value term (``loss.value_term``), the policy prior has its own
-    Adam (``policy_lr``, eps 1e-5, the same clip) on ``loss_pi``, and the target Q
+    Adam (``lr``, eps ``policy_eps`` = 1e-5, the same clip) on ``loss_pi``, and the target Q
     parameters follow the online ones with TorchRL's
     :class:`~torchrl.objectives.SoftUpdate` (``tau`` 0.01) after every update: TD-MPC2's
     ``_update``. The two losses reach disjoint parameters (see
