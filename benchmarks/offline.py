@@ -496,6 +496,41 @@ def sample_efficiency_rows(args) -> list[dict]:
     return rows
 
 
+def plot_policy_curves(args, rows: Sequence[dict], path: Path) -> bool:
+    """One panel per task: the offline policy's return against policy iterations (its
+    ``eval.csv``, every seed), with the data run's final and best returns as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    if not tasks:
+        return False
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for seed in args.seeds:
+            curve = policy_dir(args, seed) / task / "eval.csv"
+            if curve.exists():
+                with curve.open(newline="") as f:
+                    data = list(csv.DictReader(f))
+                x = [int(r["iteration"]) for r in data]
+                y = [float(r["return_mean"]) for r in data]
+                ax.plot(x, y, marker="o", ms=3, label=f"offline PWM, seed {seed}")
+        row = next(r for r in rows if r["task"] == task)
+        ax.axhline(row["data_final_return"], color="k", ls="--", lw=1, label="data: final")
+        ax.axhline(row["data_best_return"], color="gray", ls=":", lw=1, label="data: best")
+        ax.set_title(task)
+        ax.set_xlabel("policy iterations")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("return (10 episodes)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_sample_efficiency(rows: Sequence[dict], path: Path) -> None:
     import matplotlib
 
@@ -581,6 +616,8 @@ def write_report(args, ledger: Ledger, cli: str) -> None:
             f"({n['sac_from']}) | {r['dataset_env_steps']} | {n['source']} | "
             f"{_fmt(n['best_offline'])} ({n['best_iteration']}) |"
         )
+    if plot_policy_curves(args, rows, RESULTS / "offline_policies.png"):
+        lines += ["", "![offline policies](offline_policies.png)"]
     lines += ["", "Wall-clock of each stage (seconds, this machine):", "",
               "| stage | seconds | details |", "|---|---|---|"]  # fmt: skip
     for key, item in ledger.data.items():
@@ -605,7 +642,9 @@ def write_report(args, ledger: Ledger, cli: str) -> None:
                 f"{'-' if per is None else f'{per:.2f}'} | {proj} |"
             )
     if se:
-        lines += ["", "Sample efficiency (`offline_sample_efficiency.png`):", "",
+        lines += ["", "Sample efficiency: the policy's return against the world model's "
+                  "pre-training steps (a policy trained on each kept snapshot).", "",
+                  "![sample efficiency](offline_sample_efficiency.png)", "",
                   "| task | pre-training steps | seed | offline return |", "|---|---|---|---|"]  # fmt: skip
         lines += [f"| {r['task']} | {r['pretrain_steps']} | {r['seed']} | "
                   f"{_fmt(r['offline_return'])} |" for r in se]  # fmt: skip

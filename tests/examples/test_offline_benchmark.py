@@ -99,6 +99,8 @@ def test_report_rows_compare_the_offline_policy_with_its_data_and_online_agents(
     md = (tmp_path / "results" / "offline.md").read_text()
     assert "| cheetah-run | 0 | **280** | 250 | 300 | 275 (learning.csv, 2 runs)" in md
     assert (tmp_path / "results" / "offline_sample_efficiency.png").exists()
+    assert (tmp_path / "results" / "offline_policies.png").exists()
+    assert "![offline policies](offline_policies.png)" in md
     # the last snapshot's point is the policy stage's policy (same world model, iterations)
     se = list(csv.DictReader((tmp_path / "results" / "offline_sample_efficiency.csv").open()))
     assert [(r["pretrain_steps"], r["offline_return"]) for r in se] == [
