@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import json
 import math
 import os
@@ -94,21 +95,29 @@ def parse_sources(entries: Sequence[str]) -> dict[str, tuple[str, int]]:
 
 class Ledger:
     """``stages.json`` in the output folder: the wall-clock, command and outcome of each stage
-    item, rewritten atomically after each one (a killed benchmark keeps what it finished)."""
+    item, rewritten atomically after each one (a killed benchmark keeps what it finished).
+    Stages may run as separate processes at once: each record re-reads the file under a lock
+    and changes only its own key."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {}
+        self.data = self._read()
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def get(self, key: str) -> dict | None:
         return self.data.get(key)
 
     def record(self, key: str, **fields) -> None:
-        self.data[key] = {**self.data.get(key, {}), **fields}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.data = self._read()
+            self.data[key] = {**self.data.get(key, {}), **fields}
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data, indent=1))
+            os.replace(tmp, self.path)
 
 
 def run_logged(cmd: list[str], log: Path, *, threads: int | None = None) -> tuple[int, float]:
@@ -450,10 +459,11 @@ def build_rows(args) -> tuple[list[dict], list[dict]]:
                 continue
             run = learning._local(learning.RUNS, algorithm, task, args.data_seed, budget)
             curve = read_eval_csv(run.eval_csv) if run.finished else {"return_mean": []}
+            committed = learning.RESULTS / "learning.csv"  # the published learning curves
             pwm, pwm_from = return_at("pwm", task, budget, args.data_seed,
-                                      run if run.finished else None, RESULTS / "learning.csv")  # fmt: skip
+                                      run if run.finished else None, committed)  # fmt: skip
             sac, sac_from = return_at("sac", task, budget, args.data_seed,
-                                      run if run.finished else None, RESULTS / "learning.csv")  # fmt: skip
+                                      run if run.finished else None, committed)  # fmt: skip
             data = curve["return_mean"]
             rows.append({
                 "task": task, "seed": seed,

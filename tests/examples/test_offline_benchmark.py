@@ -23,6 +23,7 @@ def offline(tmp_path, monkeypatch):
     spec.loader.exec_module(module)
     monkeypatch.setattr(module.learning, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(module.learning, "RESULTS", tmp_path / "results")
     (tmp_path / "results").mkdir()
     yield module
     sys.modules.pop("offline", None)
@@ -117,6 +118,20 @@ def test_report_rows_compare_the_offline_policy_with_its_data_and_online_agents(
     (tmp_path / "results" / "offline.md").write_text(md + "\n## Analysis\nkept\n")
     offline.write_report(ns, ledger, "python benchmarks/offline.py")
     assert (tmp_path / "results" / "offline.md").read_text().count("## Analysis\nkept") == 1
+
+
+def test_ledgers_of_concurrent_stages_keep_each_others_records(offline, tmp_path):
+    """Stages run as separate processes at once (e.g. throughput beside pre-training): a
+    ledger opened before another's record must not erase it when it records."""
+    path = tmp_path / "out" / "stages.json"
+    pretrain, throughput = offline.Ledger(path), offline.Ledger(path)
+    throughput.record("throughput/1M", policy_s_per_iteration=2.4)
+    pretrain.record("pretrain/1M/8000", seconds=10.0)
+    pretrain.record("pretrain/1M/8000", steps=8000)  # merges into its own key
+    assert offline.Ledger(path).data == {
+        "throughput/1M": {"policy_s_per_iteration": 2.4},
+        "pretrain/1M/8000": {"seconds": 10.0, "steps": 8000},
+    }
 
 
 def test_missing_data_run_is_a_clear_error(offline, tmp_path):
