@@ -144,20 +144,11 @@ class PWMOptimizationStepper(OptimizationStepper):
         self.loss = loss
         self.horizon = horizon
         self.config = cfg = config or PWMOptimConfig()
-        wm = loss.world_model
-        encoder_params = list(wm.encoder.parameters())
-        enc_ids = {id(p) for p in encoder_params}
-        other_params = [p for p in wm.parameters() if id(p) not in enc_ids]
-        self.world_model_params = [*encoder_params, *other_params]
+        self.world_model_optimizer, self.world_model_params = _world_model_adam(
+            loss.world_model, cfg.world_model_lr, cfg.encoder_lr_scale
+        )
         self.actor_params = list(loss.actor_network.parameters())
         self.critic_params = list(loss.value_network.parameters())
-        self.world_model_optimizer = _adam(
-            [
-                {"params": encoder_params, "lr": cfg.world_model_lr * cfg.encoder_lr_scale},
-                {"params": other_params},
-            ],
-            lr=cfg.world_model_lr,
-        )
         self.actor_optimizer = _adam(self.actor_params, lr=cfg.actor_lr, betas=cfg.actor_betas)
         self.critic_optimizer = _adam(self.critic_params, lr=cfg.critic_lr, betas=cfg.critic_betas)
         self.schedulers = [
@@ -404,11 +395,32 @@ class PWMOptimizationStepper(OptimizationStepper):
             scheduler.load_state_dict(state)
         if self.target_updater is not None and state_dict.get("target_updater") is not None:
             self.target_updater.load_state_dict(state_dict["target_updater"])
-        self.steps = state_dict["steps"]
-        for k, v in state_dict["skipped_updates"].items():
-            self.skipped_updates[k].copy_(v)
-        self.nonfinite_in_a_row = state_dict["nonfinite_in_a_row"]
-        self.timings = dict(state_dict.get("timings", self.timings))
+        _load_counters(self, state_dict)
+
+
+def _load_counters(stepper, state_dict: dict) -> None:
+    """Restore a stepper's step and skip counters and phase timings from its ``state_dict``."""
+    stepper.steps = state_dict["steps"]
+    for k, v in state_dict["skipped_updates"].items():
+        stepper.skipped_updates[k].copy_(v)
+    stepper.nonfinite_in_a_row = state_dict["nonfinite_in_a_row"]
+    stepper.timings = dict(state_dict.get("timings", stepper.timings))
+
+
+def _world_model_adam(
+    world_model: nn.Module, lr: float, encoder_lr_scale: float, exclude: Sequence = ()
+) -> tuple[torch.optim.Adam, list[torch.Tensor]]:
+    """TD-MPC2's world-model Adam (the encoder at ``lr × encoder_lr_scale``, the rest at
+    ``lr``) and the parameters it steps, encoder first (what its gradient clip covers).
+    ``exclude``: parameters another optimiser steps (e.g. the policy prior)."""
+    encoder_params = list(world_model.encoder.parameters())
+    skip = {id(p) for p in (*encoder_params, *exclude)}
+    other_params = [p for p in world_model.parameters() if id(p) not in skip]
+    optimizer = _adam(
+        [{"params": encoder_params, "lr": lr * encoder_lr_scale}, {"params": other_params}],
+        lr=lr,
+    )
+    return optimizer, [*encoder_params, *other_params]
 
 
 def _adam(params, **kwargs) -> torch.optim.Adam:

@@ -13,7 +13,13 @@ from torchrl.objectives import SoftUpdate
 from torchrl.trainers import OptimizationStepper, Trainer
 
 from torchrl_pwm.objectives import TDMPC2ModelLoss
-from torchrl_pwm.trainers.stepper import NonFiniteLossError, _adam, _step_unless
+from torchrl_pwm.trainers.stepper import (
+    NonFiniteLossError,
+    _adam,
+    _load_counters,
+    _step_unless,
+    _world_model_adam,
+)
 
 __all__ = ["WorldModelOptimizationStepper"]
 
@@ -103,19 +109,11 @@ class WorldModelOptimizationStepper(OptimizationStepper):
         self.max_nonfinite_steps = max_nonfinite_steps
         self.value_term = loss.value_term
         wm = loss.world_model
-        encoder_params = list(wm.encoder.parameters())
         policy_params = list(wm.policy_prior.parameters()) if self.value_term else []
-        skip = {id(p) for p in (*encoder_params, *policy_params)}
-        other_params = [p for p in wm.parameters() if id(p) not in skip]
-        self.world_model_params = [*encoder_params, *other_params]
-        self.policy_params = policy_params
-        self.world_model_optimizer = _adam(
-            [
-                {"params": encoder_params, "lr": lr * encoder_lr_scale},
-                {"params": other_params},
-            ],
-            lr=lr,
+        self.world_model_optimizer, self.world_model_params = _world_model_adam(
+            wm, lr, encoder_lr_scale, exclude=policy_params
         )
+        self.policy_params = policy_params
         self.policy_optimizer = (
             _adam(policy_params, lr=lr, eps=policy_eps) if policy_params else None
         )
@@ -237,8 +235,4 @@ class WorldModelOptimizationStepper(OptimizationStepper):
                     target.get(key).copy_(value)
                 loss.value_scale.copy_(state_dict["value_scale"])
             self.target_updater.load_state_dict(state_dict["target_updater"])
-        self.steps = state_dict["steps"]
-        for k, v in state_dict["skipped_updates"].items():
-            self.skipped_updates[k].copy_(v)
-        self.nonfinite_in_a_row = state_dict["nonfinite_in_a_row"]
-        self.timings = dict(state_dict.get("timings", self.timings))
+        _load_counters(self, state_dict)
