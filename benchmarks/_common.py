@@ -1,5 +1,5 @@
-"""What the speed benchmarks (``update_path.py``) share: device sync and their
-append-only results CSV."""
+"""What the benchmarks share: device sync, the speed benchmarks' append-only results CSV,
+and the check that keeps a published table a clone cannot rebuild."""
 
 from __future__ import annotations
 
@@ -29,6 +29,17 @@ def append_results(path: Path, fields: Sequence[str], rows: list[dict]) -> list[
         writer.writerows(old + rows)
     os.replace(tmp, path)
     return old + rows
+
+
+def unrebuilt_rows(published: Path, key: Sequence[str], have: set[tuple[str, ...]]) -> list[str]:
+    """Rows of the ``published`` CSV whose ``key`` columns are not in ``have`` (the keys this
+    run can rebuild), each as its key joined by spaces: a benchmark run in a clone without the
+    published run folders must not replace the table with its own few rows."""
+    if not published.exists():
+        return []
+    with published.open(newline="") as f:
+        listed = [tuple(row[k] for k in key) for row in csv.DictReader(f)]
+    return [" ".join(k) for k in listed if k not in have]
 
 
 def latest(rows: list[dict], key: Sequence[str]) -> list[dict]:

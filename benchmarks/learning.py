@@ -54,6 +54,9 @@ from torchrl_pwm.evaluation import (
     read_eval_csv,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import unrebuilt_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {a: ROOT / "examples" / a / "train.py" for a in ("pwm", "sac", "ppo")}
 LABELS = {"pwm": "PWM (torchrl_pwm)", "sac": "SAC (TorchRL)", "ppo": "PPO (TorchRL)"}
@@ -500,25 +503,16 @@ def record_command(runs_root: Path, cli: str) -> list[str]:
     return seen
 
 
-def _missing_published(runs: Sequence[Run], results: Path) -> list[str]:
-    """Runs listed in ``results/learning_runs.csv`` that ``runs`` lacks (a fresh clone has the
-    committed table but not the run folders it was made from)."""
-    table = results / "learning_runs.csv"
-    if not table.exists():
-        return []
-    have = {(r.algorithm, r.task, str(r.seed), str(r.budget)) for r in runs}
-    with table.open(newline="") as f:
-        listed = [(row["algorithm"], row["task"], row["seed"], row["budget"])
-                  for row in csv.DictReader(f)]  # fmt: skip
-    return [" ".join(k) for k in listed if k not in have]
-
-
 def publish(results: Path, runs_root: Path, **discover_kwargs) -> list[Run]:
     """Rewrite the CSVs, plots and table of ``results`` from the finished runs, unless that
     would drop runs the published table lists (then nothing is written and a note printed:
     use ``--results-dir`` for runs of another study)."""
     runs = discover(runs_root, **discover_kwargs)
-    missing = _missing_published(runs, results)
+    missing = unrebuilt_rows(
+        results / "learning_runs.csv",
+        ("algorithm", "task", "seed", "budget"),
+        {(r.algorithm, r.task, str(r.seed), str(r.budget)) for r in runs},
+    )
     if missing:
         print(
             f"[kept] {results / 'learning_runs.csv'} lists {len(missing)} run(s) not found "

@@ -41,9 +41,9 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +56,8 @@ from torchrl_pwm.evaluation import read_eval_csv
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import learning  # noqa: E402  (benchmarks/learning.py: the online runs and their folders)
+
+from _common import unrebuilt_rows  # noqa: E402
 
 OUT = ROOT / "outputs" / "benchmarks" / "offline"
 RESULTS = ROOT / "docs" / "results"
@@ -311,9 +313,6 @@ def stage_throughput(args, ledger: Ledger) -> None:
         key = f"throughput/{size}"
         run_dir = args.out / "throughput" / size
         if (ledger.get(key) or {}).get("policy_s_per_iteration") is not None:
-            losses = run_dir / "pretrain" / "losses.csv"
-            if losses.exists():  # (recorded by a version that did not yet)
-                ledger.record(key, pretrain_steady_samples_per_s=steady_rate(losses))
             print(f"[done] throughput {size}", flush=True)
             continue
         pre = [sys.executable, str(EXAMPLES / "pwm_multitask" / "pretrain.py"),
@@ -325,8 +324,7 @@ def stage_throughput(args, ledger: Ledger) -> None:
         if (run_dir / "pretrain" / "summary.json").exists():
             summary = json.loads((run_dir / "pretrain" / "summary.json").read_text())
         else:
-            if run_dir.exists():
-                subprocess.call(["rm", "-rf", str(run_dir)])
+            shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted attempt
             log = args.out / "logs" / f"throughput_{size}.log"
             code, _ = run_logged(pre, log, threads=args.threads)
             if code:
@@ -376,8 +374,6 @@ def stage_sample_efficiency(args, ledger: Ledger) -> None:
                     print(f"[done] sample efficiency {task} step {steps} seed {seed}", flush=True)
                 else:
                     todo.append((task, steps, seed, checkpoint))
-    single = argparse.Namespace(**{**vars(args), "jobs": 1, "threads": 1})
-    lock = threading.Lock()
 
     def work(item) -> str | None:
         task, steps, seed, checkpoint = item
@@ -385,15 +381,14 @@ def stage_sample_efficiency(args, ledger: Ledger) -> None:
               flush=True)  # fmt: skip
         log = args.out / "logs" / f"se_{task}_{steps}_seed{seed}.log"
         code, seconds, cmd = train_policies(
-            single if args.jobs > 1 else args, checkpoint=checkpoint, tasks=[task], seed=seed,
+            args, checkpoint=checkpoint, tasks=[task], seed=seed,
             out=policy_dir(args, seed, steps, task), iterations=args.se_iterations,
             eval_every=args.se_iterations, log=log,
         )  # fmt: skip
         if code:
             return f"sample efficiency {task} step {steps} seed {seed} (exit {code}, {log})"
-        with lock:
-            ledger.record(f"sample_efficiency/{task}/{steps}/seed{seed}", seconds=seconds,
-                          command=shlex.join(cmd))  # fmt: skip
+        ledger.record(f"sample_efficiency/{task}/{steps}/seed{seed}", seconds=seconds,
+                      command=shlex.join(cmd))  # fmt: skip
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -585,21 +580,11 @@ def _fmt(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0f}"
 
 
-def _missing_published(rows: Sequence[dict], results: Path) -> list[str]:
-    """(task, seed) rows of the published ``offline.csv`` that ``rows`` lacks (a clone without
-    the benchmark's output folders)."""
-    path = results / "offline.csv"
-    if not path.exists():
-        return []
-    have = {(r["task"], str(r["seed"])) for r in rows}
-    with path.open(newline="") as f:
-        return [f"{r['task']} seed {r['seed']}" for r in csv.DictReader(f)
-                if (r["task"], r["seed"]) not in have]  # fmt: skip
-
-
 def write_report(args, ledger: Ledger, cli: str) -> None:
     rows, notes = build_rows(args)
-    missing = _missing_published(rows, RESULTS)
+    missing = unrebuilt_rows(
+        RESULTS / "offline.csv", ("task", "seed"), {(r["task"], str(r["seed"])) for r in rows}
+    )
     if missing:
         print(f"[kept] {RESULTS / 'offline.csv'} has rows this output folder cannot rebuild "
               f"({', '.join(missing)}): not rewriting {RESULTS}; pass --results-dir to write "

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import math
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.examples.test_baselines import _fake_run  # a finished run folder of learning.py
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,14 +28,6 @@ def offline(tmp_path, monkeypatch):
     (tmp_path / "results").mkdir()
     yield module
     sys.modules.pop("offline", None)
-
-
-def _eval_csv(d: Path, steps, returns) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    rows = ["env_steps,return_mean,return_std,wall_time_s"]
-    rows += [f"{s},{r},1.0,{i}" for i, (s, r) in enumerate(zip(steps, returns))]
-    (d / "eval.csv").write_text("\n".join(rows) + "\n")
-    (d / "timings.json").write_text(json.dumps({"total_s": 1.0}))
 
 
 def _results_csv(d: Path, rows: dict[str, tuple[float, float]]) -> None:
@@ -57,8 +50,8 @@ def test_report_rows_compare_the_offline_policy_with_its_data_and_online_agents(
     data run's own algorithm at its budget, and the other algorithm from the committed learning
     curves (mean over seeds, interpolated at the dataset's env steps) or NaN without any."""
     runs = tmp_path / "runs"
-    _eval_csv(runs / "sac" / "cheetah-run_4000" / "seed0", [1000, 3000, 4000], [50, 300, 250])
-    _eval_csv(runs / "pwm" / "cartpole-swingup_2000" / "seed0", [1000, 2000], [100, 700])
+    _fake_run(runs / "sac" / "cheetah-run_4000" / "seed0", [50, 300, 250], [1000, 3000, 4000])
+    _fake_run(runs / "pwm" / "cartpole-swingup_2000" / "seed0", [100, 700], [1000, 2000])
     # committed 100k-style curves: PWM on cheetah-run, two seeds; none for SAC on cartpole
     with (tmp_path / "results" / "learning.csv").open("w", newline="") as f:
         w = csv.writer(f)
