@@ -56,7 +56,7 @@ from torchrl_pwm.modules import make_pwm_policy
 from torchrl_pwm.trainers import check_fresh_run
 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # examples/run_utils.py
-from run_utils import quiet_console
+from run_utils import configure_torch, quiet_console
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 
@@ -248,7 +248,7 @@ def _identity(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="", config_name="config")
 def main(cfg: DictConfig) -> dict:
     quiet_console()
-    torch.set_num_threads(cfg.threads)
+    configure_torch(cfg)
     folder = Path.cwd()
     try:
         check_fresh_run(folder, cfg.resume, checkpoint_name=PROGRESS)

@@ -69,7 +69,7 @@ from utils import (  # examples/pwm_multitask/utils.py
 )
 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # examples/run_utils.py
-from run_utils import HYDRA_FILES, quiet_console
+from run_utils import HYDRA_FILES, configure_torch, quiet_console
 
 LOSS_COLUMNS = ["step", "samples", "loss_consistency", "loss_reward", "grad_norm", "wall_s"]
 VALUE_COLUMNS = ["loss_value", "loss_pi", "grad_norm_policy"]  # before wall_s, value term only
@@ -95,7 +95,7 @@ def open_dataset(cfg: DictConfig, rank: int) -> TDMPC2Dataset:
 @hydra.main(version_base="1.3", config_path="", config_name="config")
 def main(cfg: DictConfig) -> dict:
     quiet_console()
-    torch.set_num_threads(cfg.threads)
+    configure_torch(cfg)
     rank, world_size, device = init_distributed(cfg.device)
     try:
         return run(cfg, Path.cwd(), rank, world_size, device)

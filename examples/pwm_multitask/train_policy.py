@@ -48,7 +48,7 @@ from torchrl_pwm.trainers import PWMOptimConfig, PWMOptimizationStepper, evaluat
 from utils import load_world_model, plot_curves, write_csv  # examples/pwm_multitask/utils.py
 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # examples/run_utils.py
-from run_utils import quiet_console
+from run_utils import configure_torch, quiet_console
 
 # a task trained by an earlier run of the folder is kept only if these settings are the same
 SAME_SETTINGS = ("pretrained", "dataset", "policy", "eval", "seed")
@@ -64,7 +64,7 @@ def train_task(cfg: dict[str, Any], task: str, out_dir: str) -> dict[str, Any]:
     """Train and evaluate the policy of one task (runs in a worker process with ``jobs`` > 1);
     returns its row of ``results.csv``."""
     quiet_console()
-    torch.set_num_threads(cfg["threads"])
+    configure_torch(cfg)
     torch.manual_seed(cfg["seed"])
     out = Path(out_dir) / task
     device = torch.device(cfg["device"])

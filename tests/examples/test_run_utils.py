@@ -13,9 +13,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 import run_utils
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_settings():
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(precision)
+
+
 def _example_cfg(**overrides):
     cfg = {
-        "threads": 1, "resume": False, "env": {"seed": 0},
+        "threads": 1, "matmul_precision": "medium", "resume": False, "env": {"seed": 0},
         "checkpoint": {"every": 100, "path": "checkpoint.pt"},
         "logger": {"eval_every": 100, "eval_episodes": 1, "progress_bar": False},
     }  # fmt: skip
@@ -23,22 +31,27 @@ def _example_cfg(**overrides):
 
 
 def test_run_directory_refuses_an_existing_run_with_a_clear_exit(tmp_path, monkeypatch):
-    threads = torch.get_num_threads()
     monkeypatch.chdir(tmp_path)
-    try:
-        with run_utils.run_directory(_example_cfg()) as run_dir:
-            assert run_dir == tmp_path and torch.get_num_threads() == 1
-            (tmp_path / "checkpoint.pt").write_bytes(b"saved state")
-        with (
-            pytest.raises(SystemExit, match="resume=true"),
-            run_utils.run_directory(_example_cfg()),
-        ):
-            pass
-        with run_utils.run_directory(_example_cfg(resume=True)) as run_dir:
-            assert run_dir == tmp_path
-    finally:
-        torch.set_num_threads(threads)
+    with run_utils.run_directory(_example_cfg()) as run_dir:
+        assert run_dir == tmp_path and torch.get_num_threads() == 1
+        assert torch.get_float32_matmul_precision() == "medium"
+        (tmp_path / "checkpoint.pt").write_bytes(b"saved state")
+    with (
+        pytest.raises(SystemExit, match="resume=true"),
+        run_utils.run_directory(_example_cfg()),
+    ):
+        pass
+    with run_utils.run_directory(_example_cfg(resume=True)) as run_dir:
+        assert run_dir == tmp_path
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"saved state"
+
+
+def test_configure_torch_refuses_an_unknown_precision():
+    # torch itself only warns and keeps its current precision
+    with pytest.raises(SystemExit, match="matmul_precision must be one of"):
+        run_utils.configure_torch({"threads": 1, "matmul_precision": "bf16"})
+    run_utils.configure_torch({"threads": 1, "matmul_precision": "highest"})
+    assert torch.get_float32_matmul_precision() == "highest"
 
 
 def test_run_directory_removes_a_failed_start(tmp_path, monkeypatch):
