@@ -3,7 +3,8 @@
 Measures, in one run, on one device:
 
 - ``peak``: the practical fp32 matmul peak, ``torch.mm`` / ``torch.bmm`` on the policy step's
-  own GEMM shapes (the best of them is the reference for every "% of peak");
+  own GEMM shapes (the best of them, in IEEE float32, is the reference for every "% of peak"),
+  each with its mean relative error against float64 (``rel_error``);
 - ``policy_step``: PWM's offline policy-learning step on a frozen world model
   (``PWMOptimizationStepper.policy_step``: one actor update through ``B`` imagined rollouts of
   H = 16, TD(λ) targets, 8 passes x 4 critic minibatches; actor [400, 200, 100], 3 critics
@@ -29,6 +30,12 @@ Usage::
     python benchmarks/update_path.py                      # CPU, 2 threads, eager + compile
     python benchmarks/update_path.py --device cuda --variants eager compile cudagraph
     python benchmarks/update_path.py --only policy_step --variants compile --quick
+    python benchmarks/update_path.py --matmul-precision medium   # float32 matmuls on bf16 units
+
+``--matmul-precision`` (:func:`torch.set_float32_matmul_precision`, ``highest`` by default)
+applies to every row of the run; rows under another precision carry it in their variant
+(``compile+medium``) and peak name, and their "% of peak" is of the IEEE float32 peak (it may
+pass 100).
 
 Rows are appended to ``docs/results/update_path.csv`` as they are measured (a killed run
 keeps what it finished) and ``docs/results/update_path.md`` shows the latest of each.
@@ -63,7 +70,7 @@ from utils import make_pwm_loss, make_pwm_stepper  # noqa: E402  (examples/pwm/u
 RESULTS = ROOT / "docs" / "results"
 FIELDS = [
     "date", "device", "threads", "what", "preset", "batch", "variant", "seconds", "gflop",
-    "gflops_per_s", "pct_of_peak", "warmup_s", "torch",
+    "gflops_per_s", "pct_of_peak", "warmup_s", "torch", "rel_error",
 ]  # fmt: skip
 OBS, ACT, HORIZON, TASKS = 24, 6, 16, 3
 VARIANTS = {
@@ -114,7 +121,11 @@ def matmul_peak(device: torch.device, repeats: int) -> list[dict]:
         for _ in range(3):
             op(a, b)
         sec = _time(lambda op=op, a=a, b=b: op(a, b), device, max(repeats * 4, 20))
-        out.append({"what": f"peak {name}", "seconds": sec, "gflop": flops / 1e9})
+        exact = op(a.double(), b.double())
+        error = (op(a, b).double() - exact).abs().mean() / exact.abs().mean()
+        out.append(
+            {"what": f"peak {name}", "seconds": sec, "gflop": flops / 1e9, "rel_error": error}
+        )
     return out
 
 
@@ -230,8 +241,13 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1M B=512 policy step only")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--matmul-precision", default="highest", choices=["highest", "high", "medium"]
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision(args.matmul_precision)
+    suffix = "" if args.matmul_precision == "highest" else f"+{args.matmul_precision}"
     from torch._inductor import config as inductor_config  # no kernel timing tables on stderr
 
     inductor_config.autotune_num_choices_displayed = 0
@@ -244,19 +260,22 @@ def main(argv=None) -> list[dict]:
 
     def emit(row: dict, preset="", batch="", variant="") -> None:
         gflops = row["gflop"] / row["seconds"] if row.get("gflop") else None
+        what = row["what"].replace("peak ", f"peak{suffix} ", 1)
+        variant = f"{variant}{suffix}" if variant else variant
         full = {
             "date": stamp, "device": f"{device.type} ({name})", "threads": args.threads,
-            "what": row["what"], "preset": preset, "batch": batch, "variant": variant,
+            "what": what, "preset": preset, "batch": batch, "variant": variant,
             "seconds": f"{row['seconds']:.5f}",
             "gflop": f"{row['gflop']:.2f}" if row.get("gflop") else "",
             "gflops_per_s": f"{gflops:.1f}" if gflops else "",
             "pct_of_peak": f"{100 * gflops / peak:.0f}" if gflops and peak else "",
             "warmup_s": f"{row['warmup_s']:.1f}" if "warmup_s" in row else "",
             "torch": torch.__version__,
+            "rel_error": f"{row['rel_error']:.1e}" if "rel_error" in row else "",
         }  # fmt: skip
         rows.append(full)
         print(
-            f"{full['what']:40s} {preset:3s} {batch!s:>4s} {variant:9s} {row['seconds']:10.5f} s"
+            f"{full['what']:40s} {preset:3s} {batch!s:>4s} {variant:14s} {row['seconds']:10.5f} s"
             f"  {full['gflops_per_s']:>7s} GFLOP/s  {full['pct_of_peak']:>3s}% of peak",
             flush=True,
         )
@@ -264,7 +283,7 @@ def main(argv=None) -> list[dict]:
             append_results(RESULTS / "update_path.csv", FIELDS, [full])
 
     measured = matmul_peak(device, args.repeats)  # the reference of every "% of peak"
-    peak = max(r["gflop"] / r["seconds"] for r in measured)
+    peak = max(r["gflop"] / r["seconds"] for r in measured) if not suffix else 0.0
     if not args.no_write and (RESULTS / "update_path.csv").exists():
         old = append_results(RESULTS / "update_path.csv", FIELDS, [])
         peak = max(peak, _best_peaks(old).get((f"{device.type} ({name})", str(args.threads)), 0))
@@ -309,11 +328,11 @@ def _cpu_name() -> str:
 
 
 def _best_peaks(rows: list[dict]) -> dict[tuple[str, str], float]:
-    """The best ``peak`` GFLOP/s ever measured per (device, threads): the machine's practical
-    limit (a peak measured beside another job would understate it)."""
+    """The best IEEE float32 ``peak`` GFLOP/s ever measured per (device, threads): the
+    machine's practical limit (a peak measured beside another job would understate it)."""
     best: dict[tuple[str, str], float] = {}
     for r in rows:
-        if r["what"].startswith("peak") and r["gflops_per_s"]:
+        if r["what"].startswith(("peak mm", "peak bmm")) and r["gflops_per_s"]:
             key = (r["device"], str(r["threads"]))
             best[key] = max(best.get(key, 0.0), float(r["gflops_per_s"]))
     return best
@@ -328,10 +347,13 @@ def _write_markdown() -> None:
         "Written by `python benchmarks/update_path.py` (see its docstring for what each row",
         "times); every run is kept in `update_path.csv`. `% of peak`: matrix-product FLOPs of",
         "the step (forward and backward, `FlopCounterMode`) per second over the best `peak`",
-        "row ever measured on the same device and thread count. Analysis: `update_path_notes.md`.",
+        "row ever measured on the same device and thread count (IEEE float32; rows marked",
+        "`+medium` ran under `torch.set_float32_matmul_precision(\"medium\")`, float32 matmuls",
+        "on bfloat16 units, and may pass 100). `rel. error`: mean relative error of the product",
+        "against float64. Analysis: `update_path_notes.md`.",
         "",
-        "| device | threads | what | preset | batch | variant | s | GFLOP | GFLOP/s | % of peak | warm-up s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| device | threads | what | preset | batch | variant | s | GFLOP | GFLOP/s | % of peak | warm-up s | rel. error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in latest(every, ("device", "threads", "what", "preset", "batch", "variant")):
         peak = peaks.get((r["device"], str(r["threads"])))
@@ -339,7 +361,7 @@ def _write_markdown() -> None:
         lines.append(
             f"| {r['device']} | {r['threads']} | {r['what']} | {r['preset']} | {r['batch']} | "
             f"{r['variant']} | {r['seconds']} | {r['gflop']} | {r['gflops_per_s']} | "
-            f"{pct} | {r['warmup_s']} |"
+            f"{pct} | {r['warmup_s']} | {r.get('rel_error') or ''} |"
         )
     (RESULTS / "update_path.md").write_text("\n".join(lines) + "\n")
 

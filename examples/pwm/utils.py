@@ -61,6 +61,7 @@ def make_pwm_loss(
         imagination_horizon=cfg.actor.imagination_horizon,
         normalize_returns=cfg.actor.normalize_returns,
         detach_policy_input=cfg.actor.detach_policy_input,
+        actor_mean_penalty_coef=cfg.actor.mean_penalty_coef,
         use_target_value_network=cfg.critic.target_tau is not None,
         consistency_coef=wm_cfg.consistency_coef,
         reward_coef=wm_cfg.reward_coef,

@@ -172,3 +172,63 @@ def test_uses_start_latents_when_given():
         loss(TensorDict(pixels=torch.zeros(6, 4), batch_size=[6]))
     with pytest.raises(ValueError, match="imagination_horizon"):
         FirstOrderActorLoss(system.actor, system.critic, system.env, imagination_horizon=0)
+
+
+def _tanh_gaussian_loss(coef, saturate=None):
+    """A make_pwm_actor actor on a small TD-MPC2 world model; ``saturate``: the pre-tanh
+    mean's bias, to put every action in tanh's saturation."""
+    from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
+
+    torch.manual_seed(0)
+    wm = TDMPC2WorldModel(5, 2, latent_dim=16, enc_dim=32, mlp_dim=32, num_enc_layers=1)
+    actor = make_pwm_actor(16, 2, hidden_sizes=(32,))
+    if saturate is not None:
+        last = [m for m in actor.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.bias.fill_(saturate)
+    loss = FirstOrderActorLoss(
+        actor, ValueEnsemble(16, hidden_sizes=(16,)), wm, imagination_horizon=4,
+        normalize_returns=False, mean_penalty_coef=coef,
+    )  # fmt: skip
+    loss.make_value_estimator(gamma=0.9)
+    return loss, actor
+
+
+def test_mean_penalty_adds_the_mean_squared_pre_tanh_mean():
+    start = TensorDict(observation=torch.randn(6, 5), batch_size=[6])
+    plain, _ = _tanh_gaussian_loss(0.0)
+    penalised, actor = _tanh_gaussian_loss(0.5)
+    torch.manual_seed(1)
+    out0, traj = plain.loss_and_trajectory(start)
+    torch.manual_seed(1)
+    out1 = penalised(start)  # same weights, same noise: the same imagined trajectory
+    loc = actor.module[0].module(traj["latent"])[0]  # the (loc, scale) head on the z_h
+    assert loc.shape == (6, 4, 2)
+    torch.testing.assert_close(out1["loss_actor"] - out0["loss_actor"], 0.5 * loc.square().mean())
+    torch.testing.assert_close(out1["action_saturation"], (loc.abs() > 3).float().mean())
+    assert "_loc" not in traj.keys()
+
+
+def test_mean_penalty_pulls_a_saturated_actor_back():
+    start = TensorDict(observation=torch.randn(6, 5), batch_size=[6])
+    for coef in (0.0, 1e-3):
+        loss, actor = _tanh_gaussian_loss(coef, saturate=20.0)
+        out = loss(start)
+        assert out["action_saturation"] == 1.0
+        out["loss_actor"].backward()
+        bias = [m for m in actor.modules() if isinstance(m, torch.nn.Linear)][-1].bias
+        if coef == 0.0:  # tanh'(20) ~ 1e-17: the return's gradient is gone
+            assert bias.grad[:2].abs().max() < 1e-12
+        else:  # d/dμ c·mean μ² = 2cμ/2 per action dim; descent lowers the bias
+            assert (bias.grad[:2] > 1e-4).all()
+
+
+def test_mean_penalty_needs_a_tanh_gaussian_head_and_a_non_negative_weight():
+    from tensordict.nn import TensorDictModule
+
+    loss, _ = _tanh_gaussian_loss(0.0)
+    generic = TensorDictModule(torch.nn.Linear(16, 2), in_keys=["latent"], out_keys=["action"])
+    with pytest.raises(ValueError, match="make_pwm_actor"):
+        FirstOrderActorLoss(generic, loss.value_network, loss.world_model, mean_penalty_coef=1e-3)
+    with pytest.raises(ValueError, match=">= 0"):
+        _tanh_gaussian_loss(-1.0)

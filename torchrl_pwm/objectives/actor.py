@@ -96,6 +96,14 @@ class FirstOrderActorLoss(LossModule):
             (default ``None``: the critic's own, as PWM). Pass a target critic's parameters,
             e.g. ``TDLambdaValueLoss.target_value_network_params``, to bootstrap from the
             target as SHAC does; they are read at every call, so soft updates are seen.
+        mean_penalty_coef: weight ``c`` of a penalty ``c · mean_h ‖μ(z_h)‖²`` on the
+            pre-tanh action means of the imagined steps, added to each start state's loss
+            (default ``0.0``: none, as PWM). Without it the actor can drive ``μ`` deep into
+            tanh's saturation, where ``tanh'(μ) ≈ 0``: its gradient then vanishes (1e-9 in a
+            measured cartpole run, every action at the bound) and it never returns. The
+            penalty's gradient does not vanish there. It is rlkit's / softlearning's SAC
+            ``policy_mean_reg_weight`` (1e-3). Actors built by
+            :func:`~torchrl_pwm.modules.make_pwm_actor` only.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over start states.
 
     The imagination is a loop of tensor calls (dynamics and actor per step; the reward head
@@ -113,7 +121,9 @@ class FirstOrderActorLoss(LossModule):
     them — so move and save them with their owners.
 
     The output holds the scalars ``loss_actor`` and the detached diagnostics
-    ``imagined_return`` (mean ``J``), ``return_std`` (the normaliser) and ``action_std``.
+    ``imagined_return`` (mean ``J``), ``return_std`` (the normaliser), ``action_std`` and,
+    for :func:`~torchrl_pwm.modules.make_pwm_actor` actors, ``action_saturation`` (the
+    fraction of imagined pre-tanh means with ``|μ| > 3``, where ``tanh' < 0.01``).
     :meth:`loss_and_trajectory` also returns the detached ``[B, H]`` imagined trajectory,
     the input of :class:`~torchrl_pwm.objectives.TDLambdaValueLoss`.
 
@@ -179,7 +189,7 @@ class FirstOrderActorLoss(LossModule):
     SUPPORTED_VALUE_ESTIMATORS = (ValueEstimators.TD1, ValueEstimators.TDLambda)
     # LossModule runs forward under DETERMINISTIC exploration; imagination samples actions.
     deterministic_sampling_mode = ExplorationType.RANDOM
-    out_keys = ["loss_actor", "imagined_return", "return_std", "action_std"]
+    out_keys = ["loss_actor", "imagined_return", "return_std", "action_std", "action_saturation"]
 
     actor_network: TensorDictModule
     actor_network_params: TensorDictParams
@@ -195,11 +205,14 @@ class FirstOrderActorLoss(LossModule):
         normalize_returns: bool = True,
         detach_policy_input: bool = True,
         value_network_params: TensorDictBase | None = None,
+        mean_penalty_coef: float = 0.0,
         reduction: str | None = None,
     ) -> None:
         super().__init__()
         if imagination_horizon < 1:
             raise ValueError(f"imagination_horizon must be >= 1, got {imagination_horizon}.")
+        if not mean_penalty_coef >= 0.0:
+            raise ValueError(f"mean_penalty_coef must be >= 0, got {mean_penalty_coef}.")
         self.reduction = reduction or "mean"
         if self.reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
@@ -219,6 +232,12 @@ class FirstOrderActorLoss(LossModule):
         self.__dict__["_bootstrap_params"] = value_network_params
         self.__dict__["_model_calls"] = _ModelCalls(world_model)
         self.imagination_horizon = imagination_horizon
+        self.mean_penalty_coef = mean_penalty_coef
+        if mean_penalty_coef and _tanh_gaussian_head(actor_network) is None:
+            raise ValueError(
+                "mean_penalty_coef needs an actor built by make_pwm_actor (a (loc, scale) "
+                "head with [-1, 1] bounds): the penalty acts on its pre-tanh mean."
+            )
         self.normalize_returns = normalize_returns
         self.detach_policy_input = detach_policy_input
         self.register_buffer("return_mean", torch.zeros(()))
@@ -268,11 +287,12 @@ class FirstOrderActorLoss(LossModule):
         self, latent: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[NestedKey, torch.Tensor]]:
         """``(a, σ, extras)`` with ``a = tanh(μ + σ·ε)``, reparameterised (``rsample``);
-        ``extras`` are any other outputs of a generic actor (carried into the trajectory)."""
+        ``extras`` are any other outputs of a generic actor (carried into the trajectory),
+        or ``{"_loc": μ}`` for a :func:`~torchrl_pwm.modules.make_pwm_actor` head."""
         head = _tanh_gaussian_head(self.actor_network)
         if head is not None:
             loc, scale = head(latent)
-            return torch.tanh(loc + scale * torch.randn_like(loc)), scale, {}
+            return torch.tanh(loc + scale * torch.randn_like(loc)), scale, {"_loc": loc}
         # any other TorchRL actor: through its TensorDict interface
         in_key = self.actor_network.in_keys[0]
         td = TensorDict({in_key: latent}, batch_size=latent.shape[:-1])
@@ -355,7 +375,7 @@ class FirstOrderActorLoss(LossModule):
             self.tensor_keys.terminated: flags,
         }
         traj = {self.latent_key: states[:, :-1], "action": action, "scale": rollout["scale"]}
-        standard = ("return", "latent", "action", "scale", "reward")
+        standard = ("return", "latent", "action", "scale", "reward", "_loc")
         traj.update({k: v for k, v in rollout.items() if k not in standard})
         if task is not None:
             task_seq = task.unsqueeze(1).expand(shape)
@@ -428,12 +448,18 @@ class FirstOrderActorLoss(LossModule):
             scale = (self.return_var + 1e-5).sqrt()
         else:
             scale = torch.full_like(self.return_var, float(self.imagination_horizon))
+        loss = per_sample / scale
+        loc = rollout.pop("_loc", None)  # [B, H, A] pre-tanh means (make_pwm_actor heads)
+        if self.mean_penalty_coef:
+            loss = loss + self.mean_penalty_coef * loc.square().flatten(1).mean(1)
         out = {
-            "loss_actor": self._reduce_loss(per_sample / scale),
+            "loss_actor": self._reduce_loss(loss),
             "imagined_return": objective.detach().mean(),
             "return_std": scale.detach(),
             "action_std": rollout["scale"].detach().mean(),
         }
+        if loc is not None:
+            out["action_saturation"] = (loc.detach().abs() > 3.0).float().mean()
         return out, {k: v.detach() for k, v in rollout.items() if k != "return"}
 
     def loss_and_trajectory(

@@ -44,6 +44,8 @@ class PWMLoss(LossModule):
         actor_bootstrap: the critic the actor's ``γᴴ V(z_H)`` uses: ``"online"`` (default, the
             original PWM code) or ``"target"`` (SHAC; needs
             ``use_target_value_network=True``).
+        actor_mean_penalty_coef: see :class:`FirstOrderActorLoss`'s ``mean_penalty_coef``
+            (``0.0``: none, as PWM).
         consistency_coef: see :class:`TDMPC2ModelLoss` (20).
         reward_coef: see :class:`TDMPC2ModelLoss` (0.1).
         temporal_discount: see :class:`TDMPC2ModelLoss` (0.99).
@@ -85,6 +87,7 @@ class PWMLoss(LossModule):
         detach_policy_input: bool = True,
         use_target_value_network: bool = False,
         actor_bootstrap: str = "online",
+        actor_mean_penalty_coef: float = 0.0,
         consistency_coef: float = 20.0,
         reward_coef: float = 0.1,
         temporal_discount: float = 0.99,
@@ -118,6 +121,7 @@ class PWMLoss(LossModule):
             value_network_params=(
                 self.value_loss.target_value_network_params if actor_bootstrap == "target" else None
             ),
+            mean_penalty_coef=actor_mean_penalty_coef,
             reduction=reduction,
         )
 
