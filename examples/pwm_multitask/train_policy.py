@@ -112,6 +112,7 @@ def train_task(cfg: dict[str, Any], task: str, out_dir: str) -> dict[str, Any]:
         imagination_horizon=p["imagination_horizon"],
         normalize_returns=p["normalize_returns"],
         detach_policy_input=p["detach_policy_input"],
+        actor_mean_penalty_coef=p["mean_penalty_coef"],
     )
     loss.make_value_estimator(gamma=p["gamma"], lmbda=p["lmbda"])
     stepper = PWMOptimizationStepper(
