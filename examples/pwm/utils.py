@@ -74,8 +74,8 @@ def make_pwm_loss(
         else None
     )
     loss.to(device)
-    if cfg.compile.networks and compile_enabled(cfg, device):
-        compile_networks(loss, mode=cfg.compile.mode)  # in place: same names and checkpoints
+    if compile_enabled(cfg, device):  # in place: same names, checkpoints and target params
+        compile_networks(loss, mode=cfg.compile.mode)
     return loss, target_updater
 
 
