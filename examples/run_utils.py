@@ -104,11 +104,11 @@ def configure_torch(cfg: Mapping[str, Any]) -> None:
     products (:func:`torch.set_float32_matmul_precision`).
 
     ``"medium"`` lets oneDNN run float32 matrix products on a CPU's bfloat16 units (here, an
-    AMD EPYC with AVX512-BF16: 2.2x per product, 1.5x per compiled PWM update on 2 threads,
-    1.7x on one; ``docs/results/update_path.md``). On this CPU it keeps float32 accuracy:
-    oneDNN splits each operand into bfloat16 parts, the mean relative error of a 4096 x 256
-    @ 256 x 256 product is 2.5e-7 against 1.9e-7 in IEEE float32 (``benchmarks/update_path.py``
-    measures it on yours). On CUDA ``"medium"`` and ``"high"`` allow TF32 (10-bit mantissa);
+    AMD EPYC with AVX512-BF16, one thread: 2.3x per product, 1.4-1.7x per compiled update,
+    1.47x for the online PWM update; ``docs/results/update_path.md``). On this CPU it keeps
+    float32 accuracy: the mean relative error of the benchmark's products against float64 is
+    1.8-5.3e-7, against 1.8-2.5e-7 in IEEE float32 (``benchmarks/update_path.py
+    --matmul-precision medium`` measures it on yours). On CUDA ``"medium"`` and ``"high"`` allow TF32 (10-bit mantissa);
     ``"highest"`` is strict IEEE float32 everywhere.
     """
     precision = cfg["matmul_precision"]
