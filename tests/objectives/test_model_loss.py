@@ -99,3 +99,39 @@ def test_rejects_flat_batches():
     wm = TDMPC2WorldModel(OBS, A, size="1M")
     with pytest.raises(ValueError, match=r"\[batch, horizon\]"):
         TDMPC2ModelLoss(wm)(_slices(dtype=torch.float32).reshape(-1))
+
+
+@pytest.mark.parametrize("multitask", [False, True])
+def test_compiled_rollout_region_keeps_the_gradients(multitask):
+    """The training rollout's dynamics step is a nested compile region (traced once, reused
+    for the ``H`` steps). Through AOTAutograd (``aot_eager``: the path Inductor compiles) the
+    losses and every parameter's gradient equal eager mode's."""
+    wm = TDMPC2WorldModel(
+        OBS,
+        A,
+        size="1M",
+        num_tasks=2 if multitask else None,
+        action_dims=[2, 1] if multitask else None,
+    )
+    loss = TDMPC2ModelLoss(wm)
+    data = _slices(dtype=torch.float32)
+    inputs = loss._tensors(data if multitask else data.exclude("task"))
+    grads = []
+    try:
+        for fn in (
+            loss.loss_from_tensors,
+            torch.compile(loss.loss_from_tensors, backend="aot_eager", fullgraph=True),
+        ):
+            wm.zero_grad(set_to_none=True)
+            out = fn(**inputs)
+            (out["loss_consistency"] + out["loss_reward"]).backward()
+            grads.append(
+                {n: p.grad.clone() for n, p in wm.named_parameters() if p.grad is not None}
+            )
+            grads[-1]["loss"] = out["loss_consistency"].detach()
+    finally:
+        torch._dynamo.reset()
+    eager, compiled = grads
+    assert eager.keys() == compiled.keys() and len(eager) > 4
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -20,6 +20,23 @@ from torchrl_pwm.objectives._utils import detached_parameters
 __all__ = ["TDMPC2ModelLoss", "tdmpc2_discount"]
 
 
+@torch.compiler.nested_compile_region
+def _next_latent(
+    world_model: TDMPC2WorldModel,
+    latent: torch.Tensor,
+    action: torch.Tensor,
+    task: torch.Tensor | None,
+) -> torch.Tensor:
+    """``F(z, e, a)``, one step of the training rollout. A nested compile region: under
+    :func:`torch.compile` the step is traced and compiled once and reused for each of the
+    ``H`` steps, instead of unrolled ``H`` times (``benchmarks/update_path.py``: on the online
+    update, 24 s less compilation of the world-model update and the same speed after; a
+    no-op in eager mode). Single-task only: a task embedding with ``max_norm`` (TD-MPC2's)
+    renormalises its rows in place, which a region does not support in training (torch
+    2.13)."""
+    return world_model.next(latent, action, task)
+
+
 def tdmpc2_discount(episode_length: int) -> float:
     """TD-MPC2's discount heuristic: ``clip((T/5 - 1) / (T/5), 0.95, 0.995)`` for episodes of
     ``T`` agent steps (DMC's 500: 0.99; Meta-World's 100: 0.95; 1000 and more: 0.995).
@@ -276,7 +293,11 @@ class TDMPC2ModelLoss(LossModule):
         z = wm.encode(observation[:, 0], task)
         latents = [z]
         for t in range(action.shape[1]):
-            z = wm.next(z, action[:, t], task)
+            z = (
+                wm.next(z, action[:, t], task)
+                if task is not None
+                else _next_latent(wm, z, action[:, t], None)
+            )
             latents.append(z)
         return torch.stack(latents, 1), targets
 
