@@ -64,7 +64,7 @@ RUNS = ROOT / "outputs" / "benchmarks" / "learning"
 RESULTS = ROOT / "docs" / "results"
 ONLINE_RUNS = ROOT / "outputs" / "benchmarks" / "online"
 ONLINE_RESULTS = ROOT / "docs" / "results" / "online"
-TABLE_TASKS = ("cartpole-swingup", "cheetah-run", "walker-walk")
+TABLE_TASKS = ("cartpole-swingup", "cheetah-run", "walker-walk", "walker-run")
 # How the imported PWM runs were made (docs/results/online.md).
 ONLINE_COMMAND = (
     "python benchmarks/online.py --tasks <task> --seeds <seeds> --env-steps 100000 "

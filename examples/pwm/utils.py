@@ -63,6 +63,7 @@ def make_pwm_loss(
         detach_policy_input=cfg.actor.detach_policy_input,
         actor_mean_penalty_coef=cfg.actor.mean_penalty_coef,
         use_target_value_network=cfg.critic.target_tau is not None,
+        actor_bootstrap=cfg.actor.bootstrap,
         consistency_coef=wm_cfg.consistency_coef,
         reward_coef=wm_cfg.reward_coef,
         temporal_discount=wm_cfg.temporal_discount,
