@@ -60,12 +60,17 @@ def quiet_console() -> None:
     Silences, by name, what a user cannot act on: absl's INFO lines (``MUJOCO_GL``, the MuJoCo
     version) and dm_control's ``settotalmass is deprecated`` (its own cheetah model), PyOpenGL's
     ``No OpenGL_accelerate module``, torchrl's INFO lines, and the ``post_loss`` FutureWarning
-    that torchrl's own ``ReplayBufferTrainer`` triggers, and the kernel timing tables that
-    ``torch.compile(mode="max-autotune")`` writes to stderr while it compiles. Every other
+    that torchrl's own ``ReplayBufferTrainer`` triggers, the kernel timing tables that
+    ``torch.compile(mode="max-autotune")`` writes to stderr while it compiles, and torch's
+    note that the world-model rollout's compile region has two backward graphs (the last step
+    receives its gradient from one consumer, the others from two; harmless). Every other
     warning still shows.
     """
     warnings.filterwarnings(
         "ignore", message="The 'post_loss' hook stage will be replaced", category=FutureWarning
+    )
+    warnings.filterwarnings(
+        "ignore", message="invoke_subgraph traced multiple backward graphs", category=UserWarning
     )
     absl = logging.getLogger("absl")
     absl.setLevel(logging.WARNING)

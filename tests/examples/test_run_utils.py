@@ -98,3 +98,20 @@ def test_resume_command_replaces_resume():
         )
     finally:
         sys.argv = argv
+
+
+def test_quiet_console_drops_only_the_named_warnings():
+    """The world-model rollout region's backward note is dropped; other warnings still show."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_utils.quiet_console()
+        warnings.warn(
+            "invoke_subgraph traced multiple backward graphs for the same forward identifier "
+            "'subgraph_0'.",
+            UserWarning,
+            stacklevel=1,
+        )
+        warnings.warn("a real problem", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a real problem"]
