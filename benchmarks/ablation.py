@@ -1,0 +1,261 @@
+"""Ablation of online PWM's recipe on one task: each change alone, and together, with the
+world model's calibration (is the actor exploiting its model?).
+
+Each arm is ``examples/pwm/train.py`` with the Hydra overrides of :data:`ARMS`, on the same
+task, seeds, budget and evaluation protocol. Runs go to
+``outputs/benchmarks/ablation/<arm>/pwm/<task>_<budget>/seed<k>/``, the layout of
+``benchmarks/learning.py``, whose planner, command line and run lock this script uses: a
+finished run is skipped, an interrupted one resumes from its checkpoint, a run another
+process holds is left alone. Results: ``docs/results/ablation.csv`` (one row per run) and
+``docs/results/ablation.md`` (mean over seeds per arm). Calibration columns are read from the
+metrics every PWM evaluation logs (``eval/model_*``, ``eval/value_ratio``) and the training
+scalar ``action_saturation``.
+
+    python benchmarks/ablation.py --jobs 2                      # walker-walk, seed 0, 100k
+    python benchmarks/ablation.py --arms paper penalty --seeds 10 --jobs 2
+    python benchmarks/ablation.py --markdown                    # only rebuild the tables
+
+Extra Hydra overrides for every run follow ``--`` (e.g. ``-- compile.enabled=false``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import learning  # benchmarks/learning.py: plan, command, execute
+
+ROOT = learning.ROOT
+RUNS = ROOT / "outputs" / "benchmarks" / "ablation"
+RESULTS = ROOT / "docs" / "results"
+
+#: arm -> (what it changes, Hydra overrides). ``paper`` is the baseline: PWM's actor as
+#: published, at the example's online defaults (update ratio, network sizes). Every other
+#: single-change arm adds one change to it; ``all`` combines the cheap ones.
+ARMS: dict[str, tuple[str, list[str]]] = {
+    "paper": ("PWM's actor as published (no mean penalty)", ["actor.mean_penalty_coef=0.0"]),
+    "penalty": ("+ pre-tanh mean penalty 1e-3 (the example's default)", []),
+    "target": (
+        "+ actor bootstraps from the target critic (SHAC)",
+        ["actor.mean_penalty_coef=0.0", "actor.bootstrap=target"],
+    ),
+    "std-floor": (
+        "+ exploration floor: actor std >= 0.5",
+        ["actor.mean_penalty_coef=0.0", "actor.init_log_std=-0.693", "actor.min_log_std=-0.693"],
+    ),
+    "wm-1M": (
+        "+ TD-MPC2's 1M world model instead of the 0.3M one",
+        ["actor.mean_penalty_coef=0.0", "world_model.size=1M"],
+    ),
+    "ratio": (
+        "+ one update per agent step (twice the default ratio, twice the time)",
+        ["actor.mean_penalty_coef=0.0", "collector.optim_steps_per_batch=10"],
+    ),
+    "all": (
+        "penalty + target + std-floor",
+        ["actor.bootstrap=target", "actor.init_log_std=-0.693", "actor.min_log_std=-0.693"],
+    ),
+}
+DEFAULT_ARMS = ("paper", "penalty", "target", "std-floor", "all")
+FIELDS = [
+    "arm", "task", "seed", "budget", "env_steps", "final_return", "mean_return",
+    "promised_over_earned", "value_ratio", "reward_mae", "action_saturation", "wall_clock_min",
+]  # fmt: skip
+
+
+def _scalar(run_dir: Path, name: str) -> list[tuple[float, float]]:
+    """``(step, value)`` rows of a CSV-logger scalar (``logs/pwm/scalars/<name>.csv``)."""
+    path = run_dir / "logs" / "pwm" / "scalars" / f"{name}.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [(float(r[0]), float(r[1])) for r in csv.reader(f) if len(r) == 2]
+
+
+def _mean_last(rows: list[tuple[float, float]], k: int) -> float | None:
+    return statistics.fmean(v for _, v in rows[-k:]) if rows else None
+
+
+def summarise(arm: str, run: learning.Run, last_evals: int = 3) -> dict:
+    """One run's row: returns (last evaluation, mean over the run as in ``learning.md``), and
+    its calibration averaged over its last ``last_evals`` evaluations: the return the model
+    promises the policy over the imagination horizon over the one it really earns from the
+    same states, the critic's value over the real return-to-go, the model's reward error;
+    and the fraction of imagined pre-tanh means beyond ±3 over the second half of training."""
+    steps, final = learning.final_return(run)
+    promised = _scalar(run.run_dir, "eval/model_policy_return")
+    earned = _scalar(run.run_dir, "eval/model_real_return")
+    ratio = None
+    if promised and earned:
+        pairs = list(zip(promised[-last_evals:], earned[-last_evals:]))
+        ratio = statistics.fmean(p / e for (_, p), (_, e) in pairs if e > 0) if pairs else None
+    saturation = _scalar(run.run_dir, "action_saturation")
+    second_half = [(s, v) for s, v in saturation if s >= run.budget / 2]
+    timings = json.loads(run.timings.read_text()) if run.timings.exists() else {}
+    return {
+        "arm": arm, "task": run.task, "seed": run.seed, "budget": run.budget,
+        "env_steps": steps, "final_return": final,
+        "mean_return": learning.mean_return_over_run(run),
+        "promised_over_earned": ratio,
+        "value_ratio": _mean_last(_scalar(run.run_dir, "eval/value_ratio"), last_evals),
+        "reward_mae": _mean_last(_scalar(run.run_dir, "eval/model_reward_mae"), last_evals),
+        "action_saturation": _mean_last(second_half, len(second_half)),
+        "wall_clock_min": timings["total_s"] / 60 if "total_s" in timings else None,
+    }  # fmt: skip
+
+
+def _fmt(values: Sequence[float | None], digits: int = 0, suffix: str = "") -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}{suffix}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}{suffix}"
+
+
+def write(rows: list[dict], results: Path, cli: str) -> Path:
+    """``ablation.csv`` (every run) and ``ablation.md`` (arms: mean ± std over seeds)."""
+    results.mkdir(parents=True, exist_ok=True)
+    with (results / "ablation.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    lines = [
+        "# Ablation of online PWM's recipe",
+        "",
+        f"Generated by `{cli}` ({time.strftime('%Y-%m-%d')}); one row per arm, mean ± std over "
+        "its finished seeds; every run in `ablation.csv`.",
+        "",
+        "- *promised / earned*: the return the world model promises the deterministic policy "
+        "over the imagination horizon, over the one it really earns from the same states "
+        "(mean of the last 3 evaluations; 1 is an honest model, above 1 the actor exploits it);",
+        "- *V / G*: the critic's value of real states over their real discounted return-to-go;",
+        "- *saturation*: fraction of imagined pre-tanh action means beyond ±3 over the second "
+        "half of training (where `tanh`'s gradient vanishes).",
+        "",
+    ]
+    for task in sorted({r["task"] for r in rows}):
+        for budget in sorted({r["budget"] for r in rows if r["task"] == task}):
+            cell = [r for r in rows if r["task"] == task and r["budget"] == budget]
+            lines += [
+                f"## {task}, {budget} env steps",
+                "",
+                "| arm | what it changes | seeds | return | mean over the run | promised / earned "
+                "| V / G | reward error | saturation | min per run |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for arm in [a for a in ARMS if any(r["arm"] == a for r in cell)]:
+                rs = [r for r in cell if r["arm"] == arm]
+                col = {k: [r[k] for r in rs] for k in FIELDS}
+                lines.append(
+                    f"| `{arm}` | {ARMS[arm][0]} | {', '.join(str(r['seed']) for r in rs)} "
+                    f"| {_fmt(col['final_return'])} | {_fmt(col['mean_return'])} "
+                    f"| {_fmt(col['promised_over_earned'], 2, 'x')} "
+                    f"| {_fmt(col['value_ratio'], 2)} | {_fmt(col['reward_mae'], 3)} "
+                    f"| {_fmt(col['action_saturation'], 2)} | {_fmt(col['wall_clock_min'], 1)} |"
+                )
+            lines.append("")
+    lines += ["Overrides per arm:", ""]
+    lines += [f"- `{a}`: `{' '.join(o) or '(the defaults)'}`" for a, (_, o) in ARMS.items()]
+    path = results / "ablation.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def collect(arms: Sequence[str], tasks, seeds, budget: int, runs_root: Path) -> list[dict]:
+    """Rows of every finished run of the given arms, tasks and seeds."""
+    rows = []
+    for arm in arms:
+        for task in tasks:
+            for seed in seeds:
+                run = learning._local(runs_root / arm, "pwm", task, seed, budget)
+                if run.finished:
+                    rows.append(summarise(arm, run))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS))
+    p.add_argument("--tasks", nargs="+", default=["walker-walk"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--env-steps", type=int, default=100_000)
+    p.add_argument("--eval-every", type=int, default=5000)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--threads", type=int, default=None, help="per run (default: cores // jobs)")
+    p.add_argument("--markdown", action="store_true", help="only rebuild the tables")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.add_argument("--runs-dir", type=Path, default=RUNS)
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    if min(args.env_steps, args.eval_every, args.eval_episodes, args.jobs) <= 0:
+        p.error("--env-steps, --eval-every, --eval-episodes and --jobs must be positive")
+    cli = "python benchmarks/ablation.py " + shlex.join(
+        [a for a in argv if a != "--dry-run"] + (["--", *extra] if extra else [])
+    )
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+
+    def publish() -> None:
+        rows = collect(args.arms, args.tasks, args.seeds, args.env_steps, args.runs_dir)
+        if rows:
+            print(f"{len(rows)} finished runs -> {write(rows, args.results_dir, cli)}", flush=True)
+
+    if args.markdown:
+        publish()
+        return 0
+    todo = []
+    for arm in args.arms:
+        steps = learning.plan(["pwm"], args.tasks, args.seeds, args.env_steps,
+                              runs_root=args.runs_dir / arm, online_runs=None,
+                              online_results=None)  # fmt: skip
+        for step in steps:
+            r = step.run
+            name = f"{arm} {r.task} seed {r.seed}"
+            if step.action in ("done", "busy"):
+                print(f"[{step.action}] {name}: {r.run_dir}", flush=True)
+                continue
+            cmd = learning.command(r, resume=step.action == "resume", eval_every=args.eval_every,
+                                   eval_episodes=args.eval_episodes, threads=threads,
+                                   extra=[*ARMS[arm][1], *extra])  # fmt: skip
+            print(f"[{step.action}] {name}: {shlex.join(cmd)}", flush=True)
+            todo.append((name, step, cmd))
+    if args.dry_run:
+        return 0
+    failures = []
+
+    def work(item) -> None:
+        name, step, cmd = item
+        t0 = time.time()
+        if learning.execute(step, cmd) != 0:
+            failures.append(name)
+            print(f"[failed] {name}; see {step.run.run_dir / 'train.log'}", flush=True)
+        else:
+            print(f"[finished] {name} in {(time.time() - t0) / 60:.1f} min", flush=True)
+        publish()
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(work, todo))
+    publish()
+    if failures:
+        print(f"failed: {failures}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
