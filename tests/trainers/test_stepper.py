@@ -116,3 +116,53 @@ def test_state_dict_round_trip():
     stepper2.step(None, _batch())
     for a, b in zip(_params(loss), _params(loss2)):
         torch.testing.assert_close(a, b)
+
+
+def test_policy_every_trains_the_policy_every_kth_step_and_resumes_in_phase():
+    """policy_every=3: the world model changes at every step, the actor, the critic and the
+    learning-rate schedule only at steps 0 and 3; every step returns the same metric keys
+    (world-model-only steps repeat the last policy update's). A stepper restored between two
+    policy updates continues in the same phase: its parameters after steps 2-4 equal the
+    original's."""
+    import copy
+
+    def stepper_for(loss):
+        cfg = PWMOptimConfig(critic_passes=1, lr_decay_steps=10, policy_every=3)
+        return PWMOptimizationStepper(loss, H, config=cfg)
+
+    *_, loss = tiny_agent()
+    stepper = stepper_for(loss)
+    wm, actor, critic = loss.world_model, loss.actor_network, loss.value_loss.value_network
+    keys, lrs = [], []
+    for step in range(5):
+        if step == 2:
+            snapshot = copy.deepcopy((loss.state_dict(), stepper.state_dict()))
+        before = {m: _params(m) for m in (wm, actor, critic)}
+        torch.manual_seed(step)
+        keys.append(sorted(stepper.step(None, _batch()).keys()))
+        lrs.append(stepper.actor_optimizer.param_groups[0]["lr"])
+        changed = {
+            m: any(not torch.equal(a, b) for a, b in zip(before[m], _params(m)))
+            for m in (wm, actor, critic)
+        }
+        assert changed[wm] and changed[actor] == changed[critic] == (step % 3 == 0), step
+    assert all(k == keys[0] for k in keys) and "loss_actor" in keys[0]
+    assert lrs[0] == lrs[1] == lrs[2] > lrs[3] == lrs[4]  # two policy updates, two decays
+
+    *_, loss2 = tiny_agent(seed=1)
+    loss2.load_state_dict(snapshot[0])
+    resumed = stepper_for(loss2)
+    resumed.load_state_dict(snapshot[1])
+    for step in (2, 3, 4):
+        torch.manual_seed(step)
+        resumed.step(None, _batch())
+    assert resumed.steps == 5 and resumed.actor_optimizer.param_groups[0]["lr"] == lrs[4]
+    for a, b in zip(_params(loss), _params(loss2), strict=True):
+        torch.testing.assert_close(b, a)
+
+
+def test_policy_every_refuses_nonsense():
+    *_, loss = tiny_agent()
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="policy_every"):
+            PWMOptimizationStepper(loss, H, config=PWMOptimConfig(policy_every=bad))

@@ -44,6 +44,11 @@ class PWMOptimConfig:
         critic_updates: stop the critic phase after this many minibatch updates (``None``: all
             ``critic_passes × critic_minibatches``); a cheaper critic for online training.
         world_model_updates: world-model updates per step (1), each on the step's batch.
+        policy_every: the policy update (actor, critic, target critic, schedules) runs at
+            every ``policy_every``-th :meth:`~PWMOptimizationStepper.step` (1: every step);
+            the steps between train the world model only, each on a fresh batch: more model
+            updates per policy update, and a cheaper step. ``lr_decay_steps`` counts policy
+            updates.
         max_nonfinite_steps: consecutive steps with a skipped update before
             :class:`NonFiniteLossError` (10).
         critic_shuffle: draw the critic minibatches from a fresh permutation at every pass
@@ -71,6 +76,7 @@ class PWMOptimConfig:
     critic_minibatches: int = 4
     critic_updates: int | None = None
     world_model_updates: int = 1
+    policy_every: int = 1
     max_nonfinite_steps: int = 10
     critic_shuffle: bool = True
     compile: bool = False
@@ -80,7 +86,8 @@ class PWMOptimConfig:
 class PWMOptimizationStepper(OptimizationStepper):
     """Runs PWM's updates for one batch of replay slices, each loss with its own optimiser.
 
-    One :meth:`step` is: ``world_model_updates`` world-model updates on the batch; one actor
+    One :meth:`step` is: ``world_model_updates`` world-model updates on the batch; then, at
+    every ``policy_every``-th step (every step by default), one actor
     update from the batch's first observations (the start states of the imagination); the
     critic's ``critic_passes × critic_minibatches`` updates on the detached imagined
     trajectory with fixed TD(λ) targets; the soft update of a target critic if the value loss
@@ -144,6 +151,8 @@ class PWMOptimizationStepper(OptimizationStepper):
         self.loss = loss
         self.horizon = horizon
         self.config = cfg = config or PWMOptimConfig()
+        if not isinstance(cfg.policy_every, int) or cfg.policy_every < 1:
+            raise ValueError(f"policy_every must be an integer >= 1, got {cfg.policy_every!r}.")
         self.world_model_optimizer, self.world_model_params = _world_model_adam(
             loss.world_model, cfg.world_model_lr, cfg.encoder_lr_scale
         )
@@ -157,6 +166,7 @@ class PWMOptimizationStepper(OptimizationStepper):
         ]
         self.target_updater = target_updater
         self.steps = 0
+        self._policy_metrics: TensorDictBase | None = None
         device = self.actor_params[0].device
         #: skipped (non-finite) updates per phase, counted on the device
         self.skipped_updates = {k: torch.zeros((), device=device) for k in self.PHASES}
@@ -221,12 +231,16 @@ class PWMOptimizationStepper(OptimizationStepper):
         return grad_norm.detach(), ok
 
     def step(self, trainer: Trainer | None, sub_batch: TensorDictBase) -> TensorDictBase:
-        """One PWM step on a batch of slices: :meth:`world_model_step`, then
-        :meth:`policy_step` from the slices' first observations."""
+        """One PWM step on a batch of slices: :meth:`world_model_step`, then (every
+        ``policy_every``-th step) :meth:`policy_step` from the slices' first observations."""
         batch = sub_batch.reshape(-1, self.horizon) if sub_batch.ndim == 1 else sub_batch
         skipped_before = sum(self.skipped_updates.values())
         metrics = self.world_model_step(batch, record=False)
-        metrics.update(self.policy_step(batch[:, 0], record=False))
+        if self.steps % self.config.policy_every == 0 or self._policy_metrics is None:
+            self._policy_metrics = self.policy_step(batch[:, 0], record=False)
+        # a world-model-only step repeats the last policy update's metrics: every step
+        # returns the same keys (the Trainer averages them over a batch's steps)
+        metrics.update(self._policy_metrics)
         self.steps += 1
         self._record_step(skipped_before)
         return metrics
@@ -382,6 +396,9 @@ class PWMOptimizationStepper(OptimizationStepper):
             "skipped_updates": {k: v.clone() for k, v in self.skipped_updates.items()},
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "timings": dict(self.timings),
+            "policy_metrics": (
+                None if self._policy_metrics is None else self._policy_metrics.to_dict()
+            ),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -396,6 +413,8 @@ class PWMOptimizationStepper(OptimizationStepper):
         if self.target_updater is not None and state_dict.get("target_updater") is not None:
             self.target_updater.load_state_dict(state_dict["target_updater"])
         _load_counters(self, state_dict)
+        metrics = state_dict.get("policy_metrics")
+        self._policy_metrics = None if metrics is None else TensorDict(metrics, batch_size=[])
 
 
 def _load_counters(stepper, state_dict: dict) -> None:
