@@ -53,9 +53,25 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         "+ exploration floor: actor std >= 0.5",
         ["actor.mean_penalty_coef=0.0", "actor.init_log_std=-0.693", "actor.min_log_std=-0.693"],
     ),
+    "disagreement": (
+        "+ penalty on reward-head disagreement (5 heads, c = 1)",
+        [
+            "actor.mean_penalty_coef=0.0",
+            "world_model.reward_ensemble=5",
+            "actor.disagreement_coef=1.0",
+        ],
+    ),
     "wm-1M": (
         "+ TD-MPC2's 1M world model instead of the 0.3M one",
         ["actor.mean_penalty_coef=0.0", "world_model.size=1M"],
+    ),
+    "wm-updates": (
+        "+ two world-model updates per policy update (each on a fresh batch)",
+        [
+            "actor.mean_penalty_coef=0.0",
+            "collector.optim_steps_per_batch=10",
+            "optim.policy_every=2",
+        ],
     ),
     "ratio": (
         "+ one update per agent step (twice the default ratio, twice the time)",

@@ -104,10 +104,17 @@ def _load_run(cfg: DictConfig, task: str) -> tuple[Path, dict]:
 # -- episode sources ---------------------------------------------------------------------------
 
 
+def run_config(run_dir: Path, kind: str) -> DictConfig:
+    """The run's Hydra config over its example's current defaults, so that runs older than a
+    config key (e.g. ``actor.mean_penalty_coef``) still load."""
+    defaults = OmegaConf.load(EXAMPLES / kind / "config.yaml")
+    return OmegaConf.merge(defaults, OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+
+
 def load_policy(cfg: DictConfig, task: str, env):
     """The trained actor of an ``examples/pwm`` or ``examples/sac`` run (CPU)."""
     run_dir, state = _load_run(cfg, task)
-    run_cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    run_cfg = run_config(run_dir, cfg.agent.kind)
     loss_state = state["trainer"]["loss_module"]
     cpu = torch.device("cpu")
     if cfg.agent.kind == "pwm":

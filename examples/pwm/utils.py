@@ -38,6 +38,7 @@ def make_pwm_loss(
         num_enc_layers=None if preset else wm_cfg.num_enc_layers,
         num_bins=wm_cfg.num_bins,
         reward_space=wm_cfg.reward_space,
+        reward_ensemble=wm_cfg.reward_ensemble,
     ).to(device)
     latent_dim = world_model.latent_dim
     actor = make_pwm_actor(
@@ -62,6 +63,7 @@ def make_pwm_loss(
         normalize_returns=cfg.actor.normalize_returns,
         detach_policy_input=cfg.actor.detach_policy_input,
         actor_mean_penalty_coef=cfg.actor.mean_penalty_coef,
+        actor_disagreement_coef=cfg.actor.disagreement_coef,
         use_target_value_network=cfg.critic.target_tau is not None,
         actor_bootstrap=cfg.actor.bootstrap,
         consistency_coef=wm_cfg.consistency_coef,
@@ -99,13 +101,15 @@ def make_pwm_stepper(
             actor_lr=optim.actor_lr,
             critic_lr=optim.critic_lr,
             final_lr=optim.final_lr,
-            lr_decay_steps=optim_steps if optim.lr_decay else None,
+            # the schedules step with the policy updates
+            lr_decay_steps=-(-optim_steps // optim.policy_every) if optim.lr_decay else None,
             actor_grad_clip=optim.actor_grad_clip,
             critic_grad_clip=optim.critic_grad_clip,
             critic_passes=cfg.critic.passes,
             critic_minibatches=cfg.critic.minibatches,
             critic_updates=cfg.critic.updates,
             max_nonfinite_steps=optim.max_nonfinite_steps,
+            policy_every=optim.policy_every,
             compile=compile_enabled(cfg, next(loss.parameters()).device),
             compile_mode=cfg.compile.mode,
         ),

@@ -125,3 +125,26 @@ def test_state_dict_round_trip_and_device(device):
     out = wm2.encode(obs.to(device), task.to(device))
     assert out.device.type == device
     torch.testing.assert_close(out.cpu(), wm.encode(obs, task))
+
+
+def test_reward_ensemble_members_and_state_dict():
+    """reward_members: [..., K, 1], the primary head's reward first; one head has no extra
+    parameters (the state dict of PWM / TD-MPC2 models is unchanged); K must be >= 1."""
+    one = TDMPC2WorldModel(5, 2, size="1M")
+    assert one.extra_reward_heads is None
+    assert not any(k.startswith("extra_reward") for k in one.state_dict())
+    wm = TDMPC2WorldModel(5, 2, size="1M", reward_ensemble=4)
+    z = torch.softmax(torch.randn(3, 7, wm.latent_dim), -1)
+    a = torch.rand(3, 7, 2) * 2 - 1
+    members = wm.reward_members(z, a)
+    assert members.shape == (3, 7, 4, 1)
+    torch.testing.assert_close(members[..., 0, :], wm.reward(z, a))
+    assert members[..., 1:, :].std(-2).mean() > 0  # independently initialised, not zeroed
+    assert one.reward_members(z, a).shape == (3, 7, 1, 1)
+    extra = sum(p.numel() for p in wm.extra_reward_heads.parameters())
+    assert wm.num_parameters() == one.num_parameters() + extra
+    with pytest.raises(RuntimeError, match="one reward head"):
+        one.extra_reward_logits(z, a)
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="reward_ensemble"):
+            TDMPC2WorldModel(5, 2, size="1M", reward_ensemble=bad)

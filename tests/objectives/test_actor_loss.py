@@ -232,3 +232,60 @@ def test_mean_penalty_needs_a_tanh_gaussian_head_and_a_non_negative_weight():
         FirstOrderActorLoss(generic, loss.value_network, loss.world_model, mean_penalty_coef=1e-3)
     with pytest.raises(ValueError, match=">= 0"):
         _tanh_gaussian_loss(-1.0)
+
+
+def _ensemble_loss(coef, heads=3):
+    from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
+
+    torch.manual_seed(0)
+    wm = TDMPC2WorldModel(
+        5, 2, latent_dim=16, enc_dim=32, mlp_dim=32, num_enc_layers=1, reward_ensemble=heads
+    )
+    actor = make_pwm_actor(16, 2, hidden_sizes=(32,))
+    loss = FirstOrderActorLoss(
+        actor, ValueEnsemble(16, hidden_sizes=(16,)), wm, imagination_horizon=4,
+        normalize_returns=False, disagreement_coef=coef,
+    )  # fmt: skip
+    loss.make_value_estimator(gamma=0.9)
+    return loss, wm
+
+
+def test_disagreement_penalty_subtracts_the_reward_heads_spread():
+    """Imagined rewards become r - c·std over the K heads, each head evaluated on its own
+    (the primary through ``reward``, the extra ones member by member); the loss changes by
+    the discounted sum over H; the trajectory's reward is the penalised one; gradients reach the
+    actor and no world-model parameter."""
+    start = TensorDict(observation=torch.randn(6, 5), batch_size=[6])
+    plain, _ = _ensemble_loss(0.0)
+    penalised, wm = _ensemble_loss(0.7)
+    torch.manual_seed(1)
+    out0, traj0 = plain.loss_and_trajectory(start)
+    torch.manual_seed(1)
+    out1, traj1 = penalised.loss_and_trajectory(start)
+    z, a = traj0["latent"], traj0["action"]  # the same imagined states and actions
+    heads = wm.extra_reward_heads
+    features = torch.cat([z, a], -1)
+    members = [wm.reward(z, a)]
+    for k in range(heads.ensemble_size):  # member k alone: a one-member copy of its weights
+        single = type(heads)(1, features.shape[-1], [32, 32], wm.num_bins, norm_first=True)
+        for name, p in single.named_parameters():
+            p.data.copy_(dict(heads.named_parameters())[name][k : k + 1])
+        members.append(wm.decode_reward(single(features)[..., 0, :]))
+    spread = torch.stack(members).std(0)  # [6, 4, 1]
+    torch.testing.assert_close(traj0["next", "reward"] - traj1["next", "reward"], 0.7 * spread)
+    discounts = 0.9 ** torch.arange(4.0)
+    penalty = (0.7 * spread.squeeze(-1) * discounts).sum(1).mean()
+    # loss = -J / H without return normalisation (H = 4)
+    torch.testing.assert_close(out1["loss_actor"] - out0["loss_actor"], penalty.detach() / 4)
+    torch.testing.assert_close(out1["reward_disagreement"], spread.mean())
+    assert "_disagreement" not in traj1.keys()
+    out1["loss_actor"].backward()
+    assert all(p.grad is None for p in wm.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in penalised.parameters())
+
+
+def test_disagreement_penalty_needs_several_heads_and_a_non_negative_weight():
+    with pytest.raises(ValueError, match="reward_ensemble"):
+        _ensemble_loss(0.5, heads=1)
+    with pytest.raises(ValueError, match=">= 0"):
+        _ensemble_loss(-0.5)

@@ -135,3 +135,39 @@ def test_compiled_rollout_region_keeps_the_gradients(multitask):
     assert eager.keys() == compiled.keys() and len(eager) > 4
     for name in eager:
         torch.testing.assert_close(compiled[name], eager[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_extra_reward_heads_learn_the_same_targets():
+    """reward_ensemble=3: loss_reward adds each extra head's discounted two-hot CE (computed
+    here member by member) to the primary's; the primary, encoder and dynamics get the
+    gradients of the one-head model with the same weights; every extra head gets one."""
+    from torchrl_pwm.modules.functional import soft_cross_entropy
+
+    torch.manual_seed(0)
+    wm3 = TDMPC2WorldModel(OBS, A, latent_dim=16, enc_dim=32, mlp_dim=32, reward_ensemble=3)
+    wm1 = TDMPC2WorldModel(OBS, A, latent_dim=16, enc_dim=32, mlp_dim=32)
+    shared = {k: v for k, v in wm3.state_dict().items() if not k.startswith("extra_reward")}
+    wm1.load_state_dict(shared)
+    data = _slices(dtype=torch.float32).exclude("task")
+    rho = 0.9
+    out3 = TDMPC2ModelLoss(wm3, temporal_discount=rho, reward_coef=0.1)(data)
+    out1 = TDMPC2ModelLoss(wm1, temporal_discount=rho, reward_coef=0.1)(data)
+    latents, _, _ = TDMPC2ModelLoss(wm3).latent_rollout(data)
+    features = torch.cat([latents[:, :-1], data["action"]], -1)
+    heads, extra = wm3.extra_reward_heads, 0.0
+    for k in range(heads.ensemble_size):
+        single = type(heads)(1, features.shape[-1], [32, 32], 101, norm_first=True)
+        for name, p in single.named_parameters():
+            p.data.copy_(dict(heads.named_parameters())[name][k : k + 1])
+        ce = soft_cross_entropy(single(features)[..., 0, :], data["next", "reward"]).squeeze(-1)
+        extra = extra + (ce * rho ** torch.arange(H)).sum(1).mean() / H
+    torch.testing.assert_close(out3["loss_reward"] - out1["loss_reward"], 0.1 * extra)
+    torch.testing.assert_close(out3["reward_loss"], out1["reward_loss"])  # the primary's
+    for out in (out3, out1):
+        (out["loss_reward"] + out["loss_consistency"]).backward()
+    grads1 = dict(wm1.named_parameters())
+    for name, p in wm3.named_parameters():
+        if name.startswith("extra_reward_heads"):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            torch.testing.assert_close(p.grad, grads1[name].grad, msg=name)

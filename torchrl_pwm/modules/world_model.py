@@ -230,6 +230,14 @@ class TDMPC2WorldModel(WorldModelWrapper):
         mask_action_inputs: zero the padded action entries (task's action mask) before
             dynamics, reward and Q (default ``False``: TD-MPC2's behaviour, see above).
         value_heads: also build the policy prior and the Q ensemble.
+        reward_ensemble: number of reward heads (1). With ``K > 1`` the model also holds
+            ``extra_reward_heads``, ``K - 1`` more heads of the reward head's shape
+            (:class:`~torchrl_pwm.modules.EnsembleMLP`, independently initialised, last layer
+            not zeroed), trained on the same targets (on the detached latent:
+            :class:`~torchrl_pwm.objectives.TDMPC2ModelLoss`); their spread,
+            :meth:`reward_members`, measures where the model is unsure (an option, not in
+            PWM or TD-MPC2; their checkpoints have one head). The primary head stays the
+            reward of :meth:`reward` and of TD-MPC2 checkpoints.
         log_std_bounds: ``(min, max)`` of the policy prior's log-std (TD-MPC2: ``(-10, 2)``).
         observation_key: key of the observation (``"observation"``).
         latent_key: key of the latent (``"latent"``).
@@ -271,6 +279,7 @@ class TDMPC2WorldModel(WorldModelWrapper):
         mask_action_inputs: bool = False,
         value_heads: bool = False,
         log_std_bounds: tuple[float, float] = (-10.0, 2.0),
+        reward_ensemble: int = 1,
         observation_key: NestedKey = "observation",
         latent_key: NestedKey = "latent",
         action_key: NestedKey = "action",
@@ -281,6 +290,8 @@ class TDMPC2WorldModel(WorldModelWrapper):
             raise ValueError(
                 f"Unknown world-model size {size!r}; choose one of {list(WORLD_MODEL_PRESETS)}."
             )
+        if not isinstance(reward_ensemble, int) or reward_ensemble < 1:
+            raise ValueError(f"reward_ensemble must be an integer >= 1, got {reward_ensemble!r}.")
         if reward_space not in ("symlog", "raw"):
             raise ValueError(f"reward_space must be 'symlog' or 'raw', got {reward_space!r}.")
         preset = WORLD_MODEL_PRESETS[size or "5M"]
@@ -388,6 +399,18 @@ class TDMPC2WorldModel(WorldModelWrapper):
         else:
             self.policy_prior = None
             self.q_ensemble = None
+        self.extra_reward_heads = (
+            EnsembleMLP(
+                reward_ensemble - 1,
+                latent_dim + e + action_dim,
+                [mlp_dim, mlp_dim],
+                out_bins,
+                norm_first=True,
+                init="trunc_normal",
+            )
+            if reward_ensemble > 1
+            else None
+        )
 
     # -- functional API (TD-MPC2's) ------------------------------------------------------
     def encode(self, observation: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
@@ -412,6 +435,28 @@ class TDMPC2WorldModel(WorldModelWrapper):
     ) -> torch.Tensor:
         """Decoded reward ``R(z, e, a)`` of shape ``[..., 1]`` (see ``reward_space``)."""
         return self.get_reward_operator().module(latent, action, task)[0]
+
+    def extra_reward_logits(
+        self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Raw outputs ``[..., K - 1, num_bins or 1]`` of the extra reward heads."""
+        if self.extra_reward_heads is None:
+            raise RuntimeError("This world model has one reward head (reward_ensemble=1).")
+        head = self.get_reward_operator().module
+        return self.extra_reward_heads(head.features(latent, action, task))
+
+    def reward_members(
+        self, latent: torch.Tensor, action: torch.Tensor, task: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Decoded rewards of every reward head, ``[..., K, 1]``, the primary head first
+        (``[..., 1, 1]`` with one head). Their standard deviation over ``K`` is the
+        disagreement :class:`~torchrl_pwm.objectives.FirstOrderActorLoss` can penalise."""
+        head = self.get_reward_operator().module
+        features = head.features(latent, action, task)
+        rewards = [head.decode(head.net(features)).unsqueeze(-2)]
+        if self.extra_reward_heads is not None:
+            rewards.append(head.decode(self.extra_reward_heads(features)))
+        return torch.cat(rewards, -2)
 
     def decode_reward(self, logits: torch.Tensor) -> torch.Tensor:
         """Decode reward-head outputs as the imagination does."""
@@ -545,10 +590,12 @@ class TDMPC2WorldModel(WorldModelWrapper):
         return self.get_reward_operator().module.reward_space
 
     def num_parameters(self, part: str = "world_model") -> int:
-        """Parameter count of ``"world_model"`` (encoder, dynamics, reward, task embedding),
-        ``"value_heads"`` (policy prior and Q ensemble) or ``"all"``."""
+        """Parameter count of ``"world_model"`` (encoder, dynamics, reward heads, task
+        embedding), ``"value_heads"`` (policy prior and Q ensemble) or ``"all"``."""
         heads = [m for m in (self.policy_prior, self.q_ensemble) if m is not None]
         wm = [self.encoder, *self.module]
+        if self.extra_reward_heads is not None:
+            wm.append(self.extra_reward_heads)
         if self.task_conditioning is not None:
             wm.append(self.task_conditioning)
         groups = {"world_model": wm, "value_heads": heads, "all": wm + heads}

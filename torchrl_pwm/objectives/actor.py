@@ -104,6 +104,12 @@ class FirstOrderActorLoss(LossModule):
             penalty's gradient does not vanish there. It is rlkit's / softlearning's SAC
             ``policy_mean_reg_weight`` (1e-3). Actors built by
             :func:`~torchrl_pwm.modules.make_pwm_actor` only.
+        disagreement_coef: weight ``c`` of a penalty on imagined rewards where the world
+            model's reward heads disagree: the imagined reward becomes ``r_h - c · std_k
+            r_h^k`` over its ``K`` heads (a world model with ``reward_ensemble > 1``), the
+            primary head's reward minus the spread, as MOPO penalises model uncertainty.
+            The critic learns from the penalised rewards too. Default ``0.0``: none, as PWM
+            (not in the paper: an option for the online recipe's model exploitation).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over start states.
 
     The imagination is a loop of tensor calls (dynamics and actor per step; the reward head
@@ -206,6 +212,7 @@ class FirstOrderActorLoss(LossModule):
         detach_policy_input: bool = True,
         value_network_params: TensorDictBase | None = None,
         mean_penalty_coef: float = 0.0,
+        disagreement_coef: float = 0.0,
         reduction: str | None = None,
     ) -> None:
         super().__init__()
@@ -225,6 +232,14 @@ class FirstOrderActorLoss(LossModule):
                 "model_based_env must be a LatentWorldModelEnv or a TDMPC2WorldModel, got "
                 f"{type(model_based_env).__name__}."
             )
+        if not disagreement_coef >= 0.0:
+            raise ValueError(f"disagreement_coef must be >= 0, got {disagreement_coef}.")
+        if disagreement_coef and world_model.extra_reward_heads is None:
+            raise ValueError(
+                "disagreement_coef needs a world model with several reward heads "
+                "(TDMPC2WorldModel(..., reward_ensemble=K) with K > 1)."
+            )
+        self.disagreement_coef = disagreement_coef
         self.__dict__["model_based_env"] = model_based_env
         self.__dict__["world_model"] = world_model
         self.latent_key = world_model.latent_key
@@ -340,9 +355,17 @@ class FirstOrderActorLoss(LossModule):
         states = torch.stack(latents, 1)  # [B, H + 1, L]
         action = torch.stack(actions, 1)
         task_seq = task.unsqueeze(1).expand(action.shape[:2]) if task is not None else None
-        reward = torch.func.functional_call(
-            model, params, ("reward", states[:, :-1], action, task_seq)
-        )  # [B, H, 1]
+        disagreement = None
+        if self.disagreement_coef:
+            members = torch.func.functional_call(
+                model, params, ("reward_members", states[:, :-1], action, task_seq)
+            )  # [B, H, K, 1]
+            disagreement = members.std(-2)
+            reward = members[..., 0, :] - self.disagreement_coef * disagreement
+        else:
+            reward = torch.func.functional_call(
+                model, params, ("reward", states[:, :-1], action, task_seq)
+            )  # [B, H, 1]
         gamma, lmbda = self._gamma_lambda()
         if lmbda == 1.0:
             # TD(1) only reads the last bootstrap: evaluate the critic there only.
@@ -360,6 +383,8 @@ class FirstOrderActorLoss(LossModule):
         }
         for key in extras[0]:
             rollout[key] = torch.stack([e[key] for e in extras], 1)
+        if disagreement is not None:
+            rollout["_disagreement"] = disagreement
         return rollout
 
     def _trajectory(self, rollout: dict, task: torch.Tensor | None) -> TensorDictBase:
@@ -375,7 +400,7 @@ class FirstOrderActorLoss(LossModule):
             self.tensor_keys.terminated: flags,
         }
         traj = {self.latent_key: states[:, :-1], "action": action, "scale": rollout["scale"]}
-        standard = ("return", "latent", "action", "scale", "reward", "_loc")
+        standard = ("return", "latent", "action", "scale", "reward", "_loc", "_disagreement")
         traj.update({k: v for k, v in rollout.items() if k not in standard})
         if task is not None:
             task_seq = task.unsqueeze(1).expand(shape)
@@ -460,6 +485,9 @@ class FirstOrderActorLoss(LossModule):
         }
         if loc is not None:
             out["action_saturation"] = (loc.detach().abs() > 3.0).float().mean()
+        disagreement = rollout.pop("_disagreement", None)
+        if disagreement is not None:
+            out["reward_disagreement"] = disagreement.detach().mean()
         return out, {k: v.detach() for k, v in rollout.items() if k != "return"}
 
     def loss_and_trajectory(

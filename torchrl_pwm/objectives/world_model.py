@@ -67,7 +67,11 @@ class TDMPC2ModelLoss(LossModule):
     (``(R - r)^2`` for a scalar reward head); ``loss_consistency = 20 L_cons`` and
     ``loss_reward = 0.1 L_rew`` by default. ``ρ`` is ``temporal_discount``: PWM trains with
     ``H = 16, ρ = 0.99`` (TD-MPC2's defaults are ``H = 3, ρ = 0.5``). The targets use the
-    online encoder without gradient. Input: a ``[B, H]`` tensordict with ``observation``,
+    online encoder without gradient. A world model with ``reward_ensemble=K > 1`` adds each
+    extra reward head's ``L_rew`` to ``loss_reward`` (each head learns the same targets with
+    the primary's weight, on detached inputs, so that encoder and dynamics train as with one
+    head; ``reward_loss`` reports the primary's). Input: a ``[B, H]``
+    tensordict with ``observation``,
     ``action``, ``("next", "observation")``, ``("next", "reward")`` (and ``task`` for a
     multi-task model) — what a ``SliceSampler`` of collector data gives, reshaped.
 
@@ -326,9 +330,23 @@ class TDMPC2ModelLoss(LossModule):
             reward_loss = (logits - reward).square().squeeze(-1)
         consistency = (consistency * weights).sum(1) / horizon
         reward_loss = (reward_loss * weights).sum(1) / horizon
+        total_reward_loss = reward_loss
+        if wm.extra_reward_heads is not None:
+            # every extra head learns the same targets with the primary head's weight, on
+            # detached inputs: the world model itself trains as it does with one head
+            head = wm.get_reward_operator().module
+            features = head.features(latents[:, :-1], action, task_seq).detach()
+            extra = wm.extra_reward_heads(features)  # [B, H, K - 1, bins]
+            target = reward.unsqueeze(-2).expand(*extra.shape[:-1], 1)
+            if wm.num_bins > 1:
+                extra_loss = soft_cross_entropy(extra, target, wm.vmin, wm.vmax).squeeze(-1)
+            else:
+                extra_loss = (extra - target).square().squeeze(-1)
+            extra_loss = (extra_loss.sum(-1) * weights).sum(1) / horizon
+            total_reward_loss = reward_loss + extra_loss
         out = {
             "loss_consistency": self.consistency_coef * self._reduce_loss(consistency),
-            "loss_reward": self.reward_coef * self._reduce_loss(reward_loss),
+            "loss_reward": self.reward_coef * self._reduce_loss(total_reward_loss),
             "consistency": consistency.detach().mean(),
             "reward_loss": reward_loss.detach().mean(),
         }
