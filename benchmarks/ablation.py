@@ -202,25 +202,15 @@ def collect(arms: Sequence[str], tasks, seeds, budget: int, runs_root: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+    argv, extra = learning.split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS))
-    p.add_argument("--tasks", nargs="+", default=["walker-walk"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--env-steps", type=int, default=100_000)
-    p.add_argument("--eval-every", type=int, default=5000)
-    p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
-    p.add_argument("--threads", type=int, default=None, help="per run (default: cores // jobs)")
+    learning.add_run_arguments(p, ["walker-walk"], [0])
     p.add_argument("--markdown", action="store_true", help="only rebuild the tables")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--runs-dir", type=Path, default=RUNS)
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    if min(args.env_steps, args.eval_every, args.eval_episodes, args.jobs) <= 0:
-        p.error("--env-steps, --eval-every, --eval-episodes and --jobs must be positive")
+    learning.check_run_arguments(p, args)
     cli = "python benchmarks/ablation.py " + shlex.join(
         [a for a in argv if a != "--dry-run"] + (["--", *extra] if extra else [])
     )
@@ -267,10 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(work, todo))
     publish()
-    if failures:
-        print(f"failed: {failures}", file=sys.stderr)
-        return 1
-    return 0
+    return learning.exit_code(failures)
 
 
 if __name__ == "__main__":

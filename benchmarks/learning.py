@@ -531,28 +531,43 @@ def publish(results: Path, runs_root: Path, **discover_kwargs) -> list[Run]:
     return runs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def split_overrides(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``(own arguments, Hydra overrides after --)`` of a benchmark's command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--algorithms", nargs="+", default=list(SCRIPTS), choices=list(SCRIPTS))
-    p.add_argument("--tasks", nargs="+", default=list(TABLE_TASKS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    if "--" not in argv:
+        return argv, []
+    return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+
+
+def add_run_arguments(p: argparse.ArgumentParser, tasks: Sequence[str], seeds: Sequence[int]):
+    """The options of a benchmark of example runs: cells, budget, evaluation, parallelism."""
+    p.add_argument("--tasks", nargs="+", default=list(tasks))
+    p.add_argument("--seeds", nargs="+", type=int, default=list(seeds))
     p.add_argument("--env-steps", type=int, default=100_000, help="budget per run (env steps)")
     p.add_argument("--eval-every", type=int, default=5000, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run "
                    "(default: cores // jobs)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+
+
+def check_run_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if min(args.env_steps, args.eval_every, args.eval_episodes, args.jobs) <= 0:
+        p.error("--env-steps, --eval-every, --eval-episodes and --jobs must be positive")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv, extra = split_overrides(argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--algorithms", nargs="+", default=list(SCRIPTS), choices=list(SCRIPTS))
+    add_run_arguments(p, TABLE_TASKS, [0, 1, 2])
     p.add_argument("--quick", action="store_true", help="smoke comparison: " + json.dumps(QUICK))
     p.add_argument("--markdown", action="store_true", help="only rebuild CSVs, plots, table")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--results-dir", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.env_steps <= 0 or args.eval_every <= 0 or args.eval_episodes <= 0 or args.jobs <= 0:
-        p.error("--env-steps, --eval-every, --eval-episodes and --jobs must be positive")
+    check_run_arguments(p, args)
 
     per_algorithm = {a: [] for a in SCRIPTS}
     online = (ONLINE_RUNS, ONLINE_RESULTS)
@@ -569,8 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = args.results_dir or RESULTS
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     cli = "python benchmarks/learning.py " + shlex.join(
-        [a for a in (sys.argv[1:] if argv is None else argv) if a != "--dry-run"]
-        + (["--", *extra] if extra else [])
+        [a for a in argv if a != "--dry-run"] + (["--", *extra] if extra else [])
     )
     discover_kwargs = dict(
         online_runs=online[0],
@@ -628,8 +642,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         list(pool.map(work, todo))
     runs = publish(results, runs_root, **discover_kwargs)
     print(f"{len(runs)} finished runs -> {results / 'learning.csv'}, {results / 'learning.md'}")
+    return exit_code(failures)
+
+
+def exit_code(failures: Sequence[str]) -> int:
+    """1 (and the failed runs on stderr) if any run failed, else 0."""
     if failures:
-        print(f"failed: {failures}", file=sys.stderr)
+        print(f"failed: {list(failures)}", file=sys.stderr)
         return 1
     return 0
 

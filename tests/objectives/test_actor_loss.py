@@ -174,13 +174,16 @@ def test_uses_start_latents_when_given():
         FirstOrderActorLoss(system.actor, system.critic, system.env, imagination_horizon=0)
 
 
-def _tanh_gaussian_loss(coef, saturate=None):
-    """A make_pwm_actor actor on a small TD-MPC2 world model; ``saturate``: the pre-tanh
-    mean's bias, to put every action in tanh's saturation."""
+def _small_pwm_actor_loss(reward_ensemble=1, saturate=None, **loss_kwargs):
+    """A make_pwm_actor actor on a small TD-MPC2 world model: ``(loss, actor, world model)``;
+    ``saturate``: the pre-tanh mean's bias, to put every action in tanh's saturation."""
     from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
 
     torch.manual_seed(0)
-    wm = TDMPC2WorldModel(5, 2, latent_dim=16, enc_dim=32, mlp_dim=32, num_enc_layers=1)
+    wm = TDMPC2WorldModel(
+        5, 2, latent_dim=16, enc_dim=32, mlp_dim=32, num_enc_layers=1,
+        reward_ensemble=reward_ensemble,
+    )  # fmt: skip
     actor = make_pwm_actor(16, 2, hidden_sizes=(32,))
     if saturate is not None:
         last = [m for m in actor.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -188,9 +191,14 @@ def _tanh_gaussian_loss(coef, saturate=None):
             last.bias.fill_(saturate)
     loss = FirstOrderActorLoss(
         actor, ValueEnsemble(16, hidden_sizes=(16,)), wm, imagination_horizon=4,
-        normalize_returns=False, mean_penalty_coef=coef,
+        normalize_returns=False, **loss_kwargs,
     )  # fmt: skip
     loss.make_value_estimator(gamma=0.9)
+    return loss, actor, wm
+
+
+def _tanh_gaussian_loss(coef, saturate=None):
+    loss, actor, _ = _small_pwm_actor_loss(saturate=saturate, mean_penalty_coef=coef)
     return loss, actor
 
 
@@ -235,18 +243,7 @@ def test_mean_penalty_needs_a_tanh_gaussian_head_and_a_non_negative_weight():
 
 
 def _ensemble_loss(coef, heads=3):
-    from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
-
-    torch.manual_seed(0)
-    wm = TDMPC2WorldModel(
-        5, 2, latent_dim=16, enc_dim=32, mlp_dim=32, num_enc_layers=1, reward_ensemble=heads
-    )
-    actor = make_pwm_actor(16, 2, hidden_sizes=(32,))
-    loss = FirstOrderActorLoss(
-        actor, ValueEnsemble(16, hidden_sizes=(16,)), wm, imagination_horizon=4,
-        normalize_returns=False, disagreement_coef=coef,
-    )  # fmt: skip
-    loss.make_value_estimator(gamma=0.9)
+    loss, _, wm = _small_pwm_actor_loss(reward_ensemble=heads, disagreement_coef=coef)
     return loss, wm
 
 
