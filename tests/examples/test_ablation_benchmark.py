@@ -54,3 +54,21 @@ def test_a_real_tiny_arm_fills_the_table_with_its_calibration(tmp_path):
     assert "## cartpole-swingup, 600 env steps" in table and "| `target` |" in table
     again = _cli(tmp_path, *args)
     assert again.returncode == 0 and "[done] target cartpole-swingup seed 0" in again.stdout
+
+
+def test_every_arm_overrides_existing_example_keys():
+    """Each arm's overrides name keys of examples/pwm/config.yaml (Hydra would refuse an
+    unknown one only when the arm starts, possibly hours into a benchmark)."""
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    spec = importlib.util.spec_from_file_location("ablation_for_test", SCRIPT)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    cfg = OmegaConf.load(ROOT / "examples" / "pwm" / "config.yaml")
+    assert set(ablation.DEFAULT_ARMS) <= set(ablation.ARMS)
+    for arm, (_, overrides) in ablation.ARMS.items():
+        for override in overrides:
+            key = override.split("=", 1)[0]
+            assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", (arm, key)
