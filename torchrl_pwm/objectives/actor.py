@@ -116,7 +116,8 @@ class FirstOrderActorLoss(LossModule):
     and the critic once on the stacked ``[B, H]`` latents), with the world model's and the
     critic's parameters entering detached: no host synchronisation, no data-dependent
     shapes, and it compiles with ``fullgraph=True``. It is the same rollout as
-    :class:`~torchrl_pwm.envs.LatentWorldModelEnv`'s ``rollout`` with the actor (tested).
+    :class:`~torchrl_pwm.envs.LatentWorldModelEnv`'s ``rollout`` with the actor (tested;
+    with ``disagreement_coef`` only the rewards differ, by the penalty).
     Actors built by :func:`~torchrl_pwm.modules.make_pwm_actor` with ``[-1, 1]`` bounds are
     sampled directly from their ``(loc, scale)`` head; any other TorchRL actor is called
     through its TensorDict interface under ``ExplorationType.RANDOM``.
