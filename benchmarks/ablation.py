@@ -28,6 +28,7 @@ import os
 import shlex
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -105,19 +106,20 @@ def _mean_last(rows: list[tuple[float, float]], k: int) -> float | None:
 
 def summarise(arm: str, run: learning.Run, last_evals: int = 3) -> dict:
     """One run's row: returns (last evaluation, mean over the run as in ``learning.md``), and
-    its calibration averaged over its last ``last_evals`` evaluations: the return the model
-    promises the policy over the imagination horizon over the one it really earns from the
-    same states, the critic's value over the real return-to-go, the model's reward error;
+    its calibration over its last ``last_evals`` evaluations: the return the model promises
+    the policy over the imagination horizon over the one it really earns from the same states
+    (summed over those evaluations, then divided), the critic's value over the real return-to-go, the model's reward error;
     and the fraction of imagined pre-tanh means beyond ±3 over the second half of training.
     An unfinished run is summarised over the env steps it has run so far."""
     steps, final = learning.final_return(run)
     so_far = run if run.finished else dataclasses.replace(run, budget=steps)
     promised = _scalar(run.run_dir, "eval/model_policy_return")
     earned = _scalar(run.run_dir, "eval/model_real_return")
-    ratio = None
-    if promised and earned:
-        pairs = list(zip(promised[-last_evals:], earned[-last_evals:]))
-        ratio = statistics.fmean(p / e for (_, p), (_, e) in pairs if e > 0) if pairs else None
+    earned_at = dict(earned)
+    # the last evaluations that logged both, paired by env step; sums, not a mean of ratios
+    pairs = [(p, earned_at[s]) for s, p in promised if s in earned_at][-last_evals:]
+    total_earned = sum(e for _, e in pairs)
+    ratio = sum(p for p, _ in pairs) / total_earned if pairs and total_earned > 0 else None
     saturation = _scalar(run.run_dir, "action_saturation")
     second_half = [(s, v) for s, v in saturation if s >= so_far.budget / 2]
     timings = json.loads(run.timings.read_text()) if run.timings.exists() else {}
@@ -163,8 +165,9 @@ def write(rows: list[dict], results: Path, cli: str) -> Path:
         "",
         "- *promised / earned*: the return the world model promises the deterministic policy "
         "over the imagination horizon, over the one it really earns from the same states "
-        "(mean of the last 3 evaluations; 1 is an honest model, above 1 the actor exploits it);",
-        "- *V / G*: the critic's value of real states over their real discounted return-to-go;",
+        "(summed over the last 3 evaluations; 1 is an honest model, above 1 the actor exploits it);",
+        "- *V / G*: the critic's value of real states over their real discounted return-to-go, "
+        "and *reward error* the model's mean absolute reward error (means of the last 3);",
         "- *saturation*: fraction of imagined pre-tanh action means beyond ±3 over the second "
         "half of training (where `tanh`'s gradient vanishes).",
         "",
@@ -199,17 +202,20 @@ def write(rows: list[dict], results: Path, cli: str) -> Path:
 
 def collect(arms: Sequence[str], tasks, seeds, budget: int, runs_root: Path) -> list[dict]:
     """Rows of every run of the given arms, tasks and seeds that has evaluated past its
-    first evaluation (finished or not)."""
+    first evaluation (finished or not). A running run's files may end in a half-written
+    line: such a run is left out of this table, with a message, and counted next time."""
     rows = []
     for arm in arms:
         for task in tasks:
             for seed in seeds:
                 run = learning._local(runs_root / arm, "pwm", task, seed, budget)
-                if (
-                    run.eval_csv.exists()
-                    and len(learning.read_eval_csv(run.eval_csv)["env_steps"]) > 1
-                ):
-                    rows.append(summarise(arm, run))
+                if not run.eval_csv.exists():
+                    continue
+                try:
+                    if len(learning.read_eval_csv(run.eval_csv)["env_steps"]) > 1:
+                        rows.append(summarise(arm, run))
+                except (ValueError, IndexError, KeyError) as err:
+                    print(f"[skip] {arm} {task} seed {seed}: {err!r}", flush=True)
     return rows
 
 
@@ -228,7 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
 
+    lock = threading.Lock()  # one writer of the tables at a time
+
     def publish() -> None:
+        with lock:
+            _publish()
+
+    def _publish() -> None:
         rows = collect(args.arms, args.tasks, args.seeds, args.env_steps, args.runs_dir)
         if rows:
             done = sum(r["finished"] for r in rows)
@@ -262,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         name, step, cmd = item
         t0 = time.time()
         if learning.execute(step, cmd) != 0:
-            failures.append(name)
+            with lock:
+                failures.append(name)
             print(f"[failed] {name}; see {step.run.run_dir / 'train.log'}", flush=True)
         else:
             print(f"[finished] {name} in {(time.time() - t0) / 60:.1f} min", flush=True)

@@ -106,7 +106,10 @@ def _load_run(cfg: DictConfig, task: str) -> tuple[Path, dict]:
 
 def run_config(run_dir: Path, kind: str) -> DictConfig:
     """The run's Hydra config over its example's current defaults, so that runs older than a
-    config key (e.g. ``actor.mean_penalty_coef``) still load."""
+    config key (e.g. ``actor.mean_penalty_coef``) still load. This is right as long as a new
+    key's default reproduces what older runs did (true of every key so far: one reward head,
+    penalties off, online bootstrap); a new architecture key whose default differs must be
+    written into this function for old runs."""
     defaults = OmegaConf.load(EXAMPLES / kind / "config.yaml")
     return OmegaConf.merge(defaults, OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
 

@@ -171,3 +171,28 @@ def test_extra_reward_heads_learn_the_same_targets():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
         else:
             torch.testing.assert_close(p.grad, grads1[name].grad, msg=name)
+
+
+def test_single_task_rollout_traces_its_step_once():
+    """The single-task rollout's dynamics step enters the traced graph as one reused
+    subgraph (``invoke_subgraph``), not unrolled; a multi-task model unrolls it."""
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    for multitask in (False, True):
+        wm = TDMPC2WorldModel(
+            OBS, A, size="1M", num_tasks=2 if multitask else None,
+            action_dims=[2, 1] if multitask else None,
+        )  # fmt: skip
+        loss = TDMPC2ModelLoss(wm)
+        data = _slices(dtype=torch.float32)
+        inputs = loss._tensors(data if multitask else data.exclude("task"))
+        try:
+            torch.compile(loss.loss_from_tensors, backend=capture, fullgraph=True)(**inputs)
+        finally:
+            torch._dynamo.reset()
+    single, multi = graphs
+    assert single.count("invoke_subgraph(") == H and "invoke_subgraph" not in multi

@@ -166,3 +166,33 @@ def test_policy_every_refuses_nonsense():
     for bad in (0, -1, 1.5):
         with pytest.raises(ValueError, match="policy_every"):
             PWMOptimizationStepper(loss, H, config=PWMOptimConfig(policy_every=bad))
+
+
+def test_extra_reward_heads_are_clipped_on_their_own():
+    """With reward_ensemble=3 the world model's clip covers its own parameters only (the
+    extra heads are clipped separately): its gradient norm and its update, clip engaged, equal
+    the one-head model's with the same weights; the extra heads are trained too."""
+    from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor
+    from torchrl_pwm.objectives import PWMLoss
+
+    models, steppers = [], []
+    for heads in (3, 1):
+        torch.manual_seed(0)
+        wm = TDMPC2WorldModel(5, 1, latent_dim=16, enc_dim=32, mlp_dim=32, reward_ensemble=heads)
+        if heads == 1:
+            shared = models[0].state_dict()
+            wm.load_state_dict({k: v for k, v in shared.items() if "extra_reward" not in k})
+        loss = PWMLoss(wm, make_pwm_actor(16, 1), ValueEnsemble(16), imagination_horizon=H)
+        cfg = PWMOptimConfig(critic_passes=1, world_model_grad_clip=0.01)  # clip engaged
+        models.append(wm)
+        steppers.append(PWMOptimizationStepper(loss, H, config=cfg))
+    extra_before = _params(models[0].extra_reward_heads)
+    norms = [s.world_model_step(_batch())["grad_norm_world_model"] for s in steppers]
+    torch.testing.assert_close(norms[0], norms[1])
+    assert norms[0] > 0.01
+    own = dict(models[1].named_parameters())
+    for name, p in models[0].named_parameters():
+        if not name.startswith("extra_reward_heads"):
+            torch.testing.assert_close(p, own[name], msg=name)
+    assert all(not torch.equal(a, b) for a, b in
+               zip(extra_before, _params(models[0].extra_reward_heads)))  # fmt: skip

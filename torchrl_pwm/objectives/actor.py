@@ -130,7 +130,9 @@ class FirstOrderActorLoss(LossModule):
     The output holds the scalars ``loss_actor`` and the detached diagnostics
     ``imagined_return`` (mean ``J``), ``return_std`` (the normaliser), ``action_std`` and,
     for :func:`~torchrl_pwm.modules.make_pwm_actor` actors, ``action_saturation`` (the
-    fraction of imagined pre-tanh means with ``|μ| > 3``, where ``tanh' < 0.01``).
+    fraction of imagined pre-tanh means with ``|μ| > 3``, where ``tanh' < 0.01``) and, with
+    ``disagreement_coef``, ``reward_disagreement`` (the mean spread of the reward heads;
+    ``imagined_return`` is then the penalised return).
     :meth:`loss_and_trajectory` also returns the detached ``[B, H]`` imagined trajectory,
     the input of :class:`~torchrl_pwm.objectives.TDLambdaValueLoss`.
 
@@ -196,7 +198,10 @@ class FirstOrderActorLoss(LossModule):
     SUPPORTED_VALUE_ESTIMATORS = (ValueEstimators.TD1, ValueEstimators.TDLambda)
     # LossModule runs forward under DETERMINISTIC exploration; imagination samples actions.
     deterministic_sampling_mode = ExplorationType.RANDOM
-    out_keys = ["loss_actor", "imagined_return", "return_std", "action_std", "action_saturation"]
+    out_keys = [
+        "loss_actor", "imagined_return", "return_std", "action_std", "action_saturation",
+        "reward_disagreement",
+    ]  # fmt: skip
 
     actor_network: TensorDictModule
     actor_network_params: TensorDictParams

@@ -20,7 +20,11 @@ from torchrl_pwm.objectives._utils import detached_parameters
 __all__ = ["TDMPC2ModelLoss", "tdmpc2_discount"]
 
 
-@torch.compiler.nested_compile_region
+# torch >= 2.8; on an older torch the rollout stays unrolled (the same numbers)
+_compile_region = getattr(torch.compiler, "nested_compile_region", lambda fn: fn)
+
+
+@_compile_region
 def _next_latent(
     world_model: TDMPC2WorldModel,
     latent: torch.Tensor,

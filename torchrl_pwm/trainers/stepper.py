@@ -151,10 +151,12 @@ class PWMOptimizationStepper(OptimizationStepper):
         self.loss = loss
         self.horizon = horizon
         self.config = cfg = config or PWMOptimConfig()
-        if not isinstance(cfg.policy_every, int) or cfg.policy_every < 1:
+        if isinstance(cfg.policy_every, bool) or not isinstance(cfg.policy_every, int):
             raise ValueError(f"policy_every must be an integer >= 1, got {cfg.policy_every!r}.")
-        self.world_model_optimizer, self.world_model_params = _world_model_adam(
-            loss.world_model, cfg.world_model_lr, cfg.encoder_lr_scale
+        if cfg.policy_every < 1:
+            raise ValueError(f"policy_every must be an integer >= 1, got {cfg.policy_every!r}.")
+        self.world_model_optimizer, self.world_model_params, self._extra_head_params = (
+            _world_model_adam(loss.world_model, cfg.world_model_lr, cfg.encoder_lr_scale)
         )
         self.actor_params = list(loss.actor_network.parameters())
         self.critic_params = list(loss.value_network.parameters())
@@ -219,12 +221,13 @@ class PWMOptimizationStepper(OptimizationStepper):
         optimizer: torch.optim.Optimizer,
         params: Sequence[torch.Tensor],
         clip: float,
+        extra_params: Sequence[torch.Tensor] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Backward, clip and step, skipping the step on the device if the gradient (or the
         loss) is not finite. Returns ``(grad norm, accepted)`` as tensors."""
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(params, clip, foreach=True)
-        ok = torch.isfinite(grad_norm)  # also catches a non-finite loss
+        ok = _clip_extra(extra_params, clip, torch.isfinite(grad_norm))  # and a non-finite loss
         _step_unless(optimizer, ok)
         optimizer.zero_grad(set_to_none=True)
         self.skipped_updates[phase] += (~ok).to(self.skipped_updates[phase].dtype)
@@ -239,8 +242,11 @@ class PWMOptimizationStepper(OptimizationStepper):
         if self.steps % self.config.policy_every == 0 or self._policy_metrics is None:
             self._policy_metrics = self.policy_step(batch[:, 0], record=False)
         # a world-model-only step repeats the last policy update's metrics: every step
-        # returns the same keys (the Trainer averages them over a batch's steps)
+        # returns the same keys (the Trainer averages them over a batch's steps); the
+        # skipped-update counters are the current ones
         metrics.update(self._policy_metrics)
+        for phase, count in self.skipped_updates.items():
+            metrics[f"skipped_updates_{phase}"] = count.clone()
         self.steps += 1
         self._record_step(skipped_before)
         return metrics
@@ -264,6 +270,7 @@ class PWMOptimizationStepper(OptimizationStepper):
                 self.world_model_optimizer,
                 self.world_model_params,
                 cfg.world_model_grad_clip,
+                self._extra_head_params,
             )
             metrics.update({k: self._keep(v) for k, v in out.items()})
             metrics["grad_norm_world_model"] = norm
@@ -428,18 +435,32 @@ def _load_counters(stepper, state_dict: dict) -> None:
 
 def _world_model_adam(
     world_model: nn.Module, lr: float, encoder_lr_scale: float, exclude: Sequence = ()
-) -> tuple[torch.optim.Adam, list[torch.Tensor]]:
+) -> tuple[torch.optim.Adam, list[torch.Tensor], list[torch.Tensor]]:
     """TD-MPC2's world-model Adam (the encoder at ``lr × encoder_lr_scale``, the rest at
-    ``lr``) and the parameters it steps, encoder first (what its gradient clip covers).
-    ``exclude``: parameters another optimiser steps (e.g. the policy prior)."""
+    ``lr``), the parameters its gradient clip covers (encoder first) and those clipped on
+    their own: the extra reward heads of a ``reward_ensemble`` model, so that their losses
+    never scale the model's own update. ``exclude``: parameters another optimiser steps
+    (e.g. the policy prior)."""
     encoder_params = list(world_model.encoder.parameters())
-    skip = {id(p) for p in (*encoder_params, *exclude)}
+    extra = getattr(world_model, "extra_reward_heads", None)
+    extra_params = list(extra.parameters()) if extra is not None else []
+    skip = {id(p) for p in (*encoder_params, *exclude, *extra_params)}
     other_params = [p for p in world_model.parameters() if id(p) not in skip]
     optimizer = _adam(
-        [{"params": encoder_params, "lr": lr * encoder_lr_scale}, {"params": other_params}],
+        [
+            {"params": encoder_params, "lr": lr * encoder_lr_scale},
+            {"params": other_params + extra_params},
+        ],
         lr=lr,
     )
-    return optimizer, [*encoder_params, *other_params]
+    return optimizer, [*encoder_params, *other_params], extra_params
+
+
+def _clip_extra(params: Sequence[torch.Tensor], clip: float, ok: torch.Tensor) -> torch.Tensor:
+    """Clip ``params``' gradient norm on its own; ``ok`` and-ed with its finiteness."""
+    if not params:
+        return ok
+    return ok & torch.isfinite(nn.utils.clip_grad_norm_(params, clip, foreach=True))
 
 
 def _adam(params, **kwargs) -> torch.optim.Adam:

@@ -16,6 +16,7 @@ from torchrl_pwm.objectives import TDMPC2ModelLoss
 from torchrl_pwm.trainers.stepper import (
     NonFiniteLossError,
     _adam,
+    _clip_extra,
     _load_counters,
     _step_unless,
     _world_model_adam,
@@ -110,8 +111,8 @@ class WorldModelOptimizationStepper(OptimizationStepper):
         self.value_term = loss.value_term
         wm = loss.world_model
         policy_params = list(wm.policy_prior.parameters()) if self.value_term else []
-        self.world_model_optimizer, self.world_model_params = _world_model_adam(
-            wm, lr, encoder_lr_scale, exclude=policy_params
+        self.world_model_optimizer, self.world_model_params, self._extra_head_params = (
+            _world_model_adam(wm, lr, encoder_lr_scale, exclude=policy_params)
         )
         self.policy_params = policy_params
         self.policy_optimizer = (
@@ -163,6 +164,7 @@ class WorldModelOptimizationStepper(OptimizationStepper):
         }
         norm = nn.utils.clip_grad_norm_(self.world_model_params, self.grad_clip, foreach=True)
         ok = torch.isfinite(norm)  # also catches a non-finite loss
+        ok = _clip_extra(self._extra_head_params, self.grad_clip, ok)
         metrics["grad_norm_world_model"] = norm.detach()
         if self.value_term:
             pi_norm = nn.utils.clip_grad_norm_(self.policy_params, self.grad_clip, foreach=True)
