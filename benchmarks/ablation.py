@@ -105,12 +105,13 @@ def _mean_last(rows: list[tuple[float, float]], k: int) -> float | None:
 
 
 def summarise(arm: str, run: learning.Run, last_evals: int = 3) -> dict:
-    """One run's row: returns (last evaluation, mean over the run as in ``learning.md``), and
-    its calibration over its last ``last_evals`` evaluations: the return the model promises
-    the policy over the imagination horizon over the one it really earns from the same states
-    (summed over those evaluations, then divided), the critic's value over the real return-to-go, the model's reward error;
-    and the fraction of imagined pre-tanh means beyond ±3 over the second half of training.
-    An unfinished run is summarised over the env steps it has run so far."""
+    """One run's row: returns (last evaluation, mean over the run as in ``learning.md``); its
+    calibration over its last ``last_evals`` evaluations: the return the model promises the
+    policy over the imagination horizon over the one it really earns from the same states
+    (summed over those evaluations, then divided), the critic's value over the real
+    return-to-go and the model's reward error (means); and the fraction of imagined pre-tanh
+    means beyond ±3 over the second half of training. An unfinished run is summarised over
+    the env steps it has run so far."""
     steps, final = learning.final_return(run)
     so_far = run if run.finished else dataclasses.replace(run, budget=steps)
     promised = _scalar(run.run_dir, "eval/model_policy_return")

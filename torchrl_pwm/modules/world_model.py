@@ -290,9 +290,11 @@ class TDMPC2WorldModel(WorldModelWrapper):
             raise ValueError(
                 f"Unknown world-model size {size!r}; choose one of {list(WORLD_MODEL_PRESETS)}."
             )
-        if isinstance(reward_ensemble, bool) or not isinstance(reward_ensemble, int):
-            raise ValueError(f"reward_ensemble must be an integer >= 1, got {reward_ensemble!r}.")
-        if reward_ensemble < 1:
+        if (
+            isinstance(reward_ensemble, bool)
+            or not isinstance(reward_ensemble, int)
+            or reward_ensemble < 1
+        ):
             raise ValueError(f"reward_ensemble must be an integer >= 1, got {reward_ensemble!r}.")
         if reward_space not in ("symlog", "raw"):
             raise ValueError(f"reward_space must be 'symlog' or 'raw', got {reward_space!r}.")

@@ -328,10 +328,7 @@ class TDMPC2ModelLoss(LossModule):
         consistency = (latents[:, 1:] - targets).square().mean(-1)  # [B, H]
         task_seq = task.unsqueeze(1).expand(action.shape[:2]) if task is not None else None
         logits = wm.reward_logits(latents[:, :-1], action, task_seq)
-        if wm.num_bins > 1:
-            reward_loss = soft_cross_entropy(logits, reward, wm.vmin, wm.vmax).squeeze(-1)
-        else:
-            reward_loss = (logits - reward).square().squeeze(-1)
+        reward_loss = self._reward_error(logits, reward)
         consistency = (consistency * weights).sum(1) / horizon
         reward_loss = (reward_loss * weights).sum(1) / horizon
         total_reward_loss = reward_loss
@@ -342,11 +339,7 @@ class TDMPC2ModelLoss(LossModule):
             features = head.features(latents[:, :-1], action, task_seq).detach()
             extra = wm.extra_reward_heads(features)  # [B, H, K - 1, bins]
             target = reward.unsqueeze(-2).expand(*extra.shape[:-1], 1)
-            if wm.num_bins > 1:
-                extra_loss = soft_cross_entropy(extra, target, wm.vmin, wm.vmax).squeeze(-1)
-            else:
-                extra_loss = (extra - target).square().squeeze(-1)
-            extra_loss = (extra_loss.sum(-1) * weights).sum(1) / horizon
+            extra_loss = (self._reward_error(extra, target).sum(-1) * weights).sum(1) / horizon
             total_reward_loss = reward_loss + extra_loss
         out = {
             "loss_consistency": self.consistency_coef * self._reduce_loss(consistency),
@@ -357,6 +350,14 @@ class TDMPC2ModelLoss(LossModule):
         if self.value_term:
             out.update(self._value_losses(latents, targets, action, reward, task))
         return out
+
+    def _reward_error(self, logits: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+        """A reward head's per-sample error ``[...]``: two-hot cross-entropy of its logits
+        against ``reward`` ``[..., 1]``, or the squared error of a scalar head."""
+        wm = self.world_model
+        if wm.num_bins > 1:
+            return soft_cross_entropy(logits, reward, wm.vmin, wm.vmax).squeeze(-1)
+        return (logits - reward).square().squeeze(-1)
 
     # -- the value term (TD-MPC2's Q ensemble and policy prior) ------------------------------
     def _embedding(self, task: torch.Tensor | None, batch_shape: torch.Size) -> torch.Tensor | None:

@@ -151,9 +151,8 @@ class PWMOptimizationStepper(OptimizationStepper):
         self.loss = loss
         self.horizon = horizon
         self.config = cfg = config or PWMOptimConfig()
-        if isinstance(cfg.policy_every, bool) or not isinstance(cfg.policy_every, int):
-            raise ValueError(f"policy_every must be an integer >= 1, got {cfg.policy_every!r}.")
-        if cfg.policy_every < 1:
+        every = cfg.policy_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"policy_every must be an integer >= 1, got {cfg.policy_every!r}.")
         self.world_model_optimizer, self.world_model_params, self._extra_head_params = (
             _world_model_adam(loss.world_model, cfg.world_model_lr, cfg.encoder_lr_scale)
