@@ -47,6 +47,10 @@ RESULTS = ROOT / "docs" / "results"
 ARMS: dict[str, tuple[str, list[str]]] = {
     "paper": ("PWM's actor as published (no mean penalty)", ["actor.mean_penalty_coef=0.0"]),
     "penalty": ("+ pre-tanh mean penalty 1e-3 (the example's default)", []),
+    "hinge": (
+        "+ mean penalty 1e-3 on the part of |mu| beyond 3 only (bang-bang allowed)",
+        ["actor.mean_penalty_threshold=3.0"],
+    ),
     "target": (
         "+ actor bootstraps from the target critic (SHAC)",
         ["actor.mean_penalty_coef=0.0", "actor.bootstrap=target"],

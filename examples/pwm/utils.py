@@ -63,6 +63,7 @@ def make_pwm_loss(
         normalize_returns=cfg.actor.normalize_returns,
         detach_policy_input=cfg.actor.detach_policy_input,
         actor_mean_penalty_coef=cfg.actor.mean_penalty_coef,
+        actor_mean_penalty_threshold=cfg.actor.mean_penalty_threshold,
         actor_disagreement_coef=cfg.actor.disagreement_coef,
         use_target_value_network=cfg.critic.target_tau is not None,
         actor_bootstrap=cfg.actor.bootstrap,

@@ -217,6 +217,32 @@ def test_mean_penalty_adds_the_mean_squared_pre_tanh_mean():
     assert "_loc" not in traj.keys()
 
 
+def test_mean_penalty_threshold_penalises_only_the_excess_beyond_it():
+    """``c · mean_h ‖max(|μ| - τ, 0)‖²``, by hand on the imagined pre-tanh means; zero where
+    every ``|μ| <= τ``."""
+    start = TensorDict(observation=torch.randn(6, 5), batch_size=[6])
+    plain, _, _ = _small_pwm_actor_loss(saturate=2.5)
+    hinged, actor, _ = _small_pwm_actor_loss(
+        saturate=2.5, mean_penalty_coef=0.5, mean_penalty_threshold=2.5
+    )
+    torch.manual_seed(1)
+    out0, traj = plain.loss_and_trajectory(start)
+    torch.manual_seed(1)
+    out1 = hinged(start)
+    loc = actor.module[0].module(traj["latent"])[0]
+    above, below = (loc.abs() > 2.5).float().mean(), (loc.abs() < 2.5).float().mean()
+    assert above > 0.1 and below > 0.1  # both sides of the threshold are exercised
+    expected = 0.5 * (loc.abs() - 2.5).clamp_min(0).square().mean()
+    torch.testing.assert_close(out1["loss_actor"] - out0["loss_actor"], expected)
+    far, _, _ = _small_pwm_actor_loss(
+        saturate=2.5, mean_penalty_coef=0.5, mean_penalty_threshold=100.0
+    )
+    torch.manual_seed(1)
+    torch.testing.assert_close(far(start)["loss_actor"], out0["loss_actor"])
+    with pytest.raises(ValueError, match="mean_penalty_threshold"):
+        _small_pwm_actor_loss(mean_penalty_coef=0.5, mean_penalty_threshold=-1.0)
+
+
 def test_mean_penalty_pulls_a_saturated_actor_back():
     start = TensorDict(observation=torch.randn(6, 5), batch_size=[6])
     for coef in (0.0, 1e-3):

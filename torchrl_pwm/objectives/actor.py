@@ -104,6 +104,10 @@ class FirstOrderActorLoss(LossModule):
             penalty's gradient does not vanish there. It is rlkit's / softlearning's SAC
             ``policy_mean_reg_weight`` (1e-3). Actors built by
             :func:`~torchrl_pwm.modules.make_pwm_actor` only.
+        mean_penalty_threshold: ``τ >= 0``: penalise only the part of ``|μ|`` beyond ``τ``,
+            ``c · mean_h ‖max(|μ(z_h)| - τ, 0)‖²`` (default ``0.0``: the plain penalty
+            above). With ``τ = 3`` (``tanh(3) = 0.995``) the actor may still choose actions
+            at the bound (bang-bang), but not push ``μ`` so deep that ``tanh'`` vanishes.
         disagreement_coef: weight ``c`` of a penalty on imagined rewards where the world
             model's reward heads disagree: the imagined reward becomes ``r_h - c · std_k
             r_h^k`` over its ``K`` heads (a world model with ``reward_ensemble > 1``), the
@@ -218,6 +222,7 @@ class FirstOrderActorLoss(LossModule):
         detach_policy_input: bool = True,
         value_network_params: TensorDictBase | None = None,
         mean_penalty_coef: float = 0.0,
+        mean_penalty_threshold: float = 0.0,
         disagreement_coef: float = 0.0,
         reduction: str | None = None,
     ) -> None:
@@ -226,6 +231,8 @@ class FirstOrderActorLoss(LossModule):
             raise ValueError(f"imagination_horizon must be >= 1, got {imagination_horizon}.")
         if not mean_penalty_coef >= 0.0:
             raise ValueError(f"mean_penalty_coef must be >= 0, got {mean_penalty_coef}.")
+        if not mean_penalty_threshold >= 0.0:
+            raise ValueError(f"mean_penalty_threshold must be >= 0, got {mean_penalty_threshold}.")
         self.reduction = reduction or "mean"
         if self.reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
@@ -254,6 +261,7 @@ class FirstOrderActorLoss(LossModule):
         self.__dict__["_model_calls"] = _ModelCalls(world_model)
         self.imagination_horizon = imagination_horizon
         self.mean_penalty_coef = mean_penalty_coef
+        self.mean_penalty_threshold = mean_penalty_threshold
         if mean_penalty_coef and _tanh_gaussian_head(actor_network) is None:
             raise ValueError(
                 "mean_penalty_coef needs an actor built by make_pwm_actor (a (loc, scale) "
@@ -482,7 +490,10 @@ class FirstOrderActorLoss(LossModule):
         loss = per_sample / scale
         loc = rollout.pop("_loc", None)  # [B, H, A] pre-tanh means (make_pwm_actor heads)
         if self.mean_penalty_coef:
-            loss = loss + self.mean_penalty_coef * loc.square().flatten(1).mean(1)
+            excess = loc
+            if self.mean_penalty_threshold:
+                excess = (loc.abs() - self.mean_penalty_threshold).clamp_min(0.0)
+            loss = loss + self.mean_penalty_coef * excess.square().flatten(1).mean(1)
         out = {
             "loss_actor": self._reduce_loss(loss),
             "imagined_return": objective.detach().mean(),

@@ -46,6 +46,8 @@ class PWMLoss(LossModule):
             ``use_target_value_network=True``).
         actor_mean_penalty_coef: see :class:`FirstOrderActorLoss`'s ``mean_penalty_coef``
             (``0.0``: none, as PWM).
+        actor_mean_penalty_threshold: see :class:`FirstOrderActorLoss`'s
+            ``mean_penalty_threshold`` (``0.0``: the plain penalty).
         actor_disagreement_coef: see :class:`FirstOrderActorLoss`'s ``disagreement_coef``
             (``0.0``: none, as PWM; needs ``reward_ensemble > 1`` in the world model).
         consistency_coef: see :class:`TDMPC2ModelLoss` (20).
@@ -90,6 +92,7 @@ class PWMLoss(LossModule):
         use_target_value_network: bool = False,
         actor_bootstrap: str = "online",
         actor_mean_penalty_coef: float = 0.0,
+        actor_mean_penalty_threshold: float = 0.0,
         actor_disagreement_coef: float = 0.0,
         consistency_coef: float = 20.0,
         reward_coef: float = 0.1,
@@ -125,6 +128,7 @@ class PWMLoss(LossModule):
                 self.value_loss.target_value_network_params if actor_bootstrap == "target" else None
             ),
             mean_penalty_coef=actor_mean_penalty_coef,
+            mean_penalty_threshold=actor_mean_penalty_threshold,
             disagreement_coef=actor_disagreement_coef,
             reduction=reduction,
         )
