@@ -48,7 +48,7 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "paper": ("PWM's actor as published (no mean penalty)", ["actor.mean_penalty_coef=0.0"]),
     "penalty": ("+ pre-tanh mean penalty 1e-3 (the example's default)", []),
     "hinge": (
-        "+ mean penalty 1e-3 on the part of |mu| beyond 3 only (bang-bang allowed)",
+        "+ mean penalty 1e-3 only beyond a pre-tanh mean of ±3 (bang-bang allowed)",
         ["actor.mean_penalty_threshold=3.0"],
     ),
     "target": (
