@@ -247,3 +247,37 @@ def test_example_compiled_stays_compiled(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     _check_outputs(run_dir)
     assert "recompile_limit" not in out.stderr
+
+
+def test_example_actor_options_reach_the_loss():
+    """``actor.*`` keys of the example's config end up in the FirstOrderActorLoss it builds
+    (a key read under the wrong name would silently leave the loss at its default)."""
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    from torchrl_pwm.envs import make_env
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "pwm_utils_for_test", SCRIPT.parent / "utils.py"
+        )
+        utils = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(utils)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    cfg = OmegaConf.load(SCRIPT.parent / "config.yaml")
+    overrides = [
+        *TINY_NETS,
+        "actor.mean_penalty_coef=0.25",
+        "actor.mean_penalty_threshold=3.0",
+        "actor.bootstrap=target",
+    ]
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    env = make_env("cartpole-swingup")
+    loss, _ = utils.make_pwm_loss(cfg, 5, env.action_spec, torch.device("cpu"))
+    actor_loss = loss.actor_loss
+    assert actor_loss.mean_penalty_coef == 0.25
+    assert actor_loss.mean_penalty_threshold == 3.0
+    assert loss.actor_bootstrap == "target"
