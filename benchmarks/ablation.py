@@ -24,7 +24,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import os
 import shlex
 import statistics
 import sys
@@ -237,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = "python benchmarks/ablation.py " + shlex.join(
         [a for a in argv if a != "--dry-run"] + (["--", *extra] if extra else [])
     )
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, learning.usable_cores() // args.jobs)
 
     lock = threading.Lock()  # one writer of the tables at a time
 

@@ -304,6 +304,14 @@ def final_return(run: Run) -> tuple[int, float]:
     return int(data["env_steps"][-1]), data["return_mean"][-1]
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (``taskset`` included; ``os.cpu_count`` ignores it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def mean_return_over_run(run: Run, points: int = 20) -> float:
     """The learning curve's mean height: the evaluation return, linearly interpolated at
     ``budget / points, 2 budget / points, ..., budget`` env steps, averaged.
@@ -548,7 +556,7 @@ def add_run_arguments(p: argparse.ArgumentParser, tasks: Sequence[str], seeds: S
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run "
-                   "(default: cores // jobs)")  # fmt: skip
+                   "(default: usable cores // jobs)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
 
 
@@ -582,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         runs_root = args.runs_dir or RUNS
         results = args.results_dir or RESULTS
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, usable_cores() // args.jobs)
     cli = "python benchmarks/learning.py " + shlex.join(
         [a for a in argv if a != "--dry-run"] + (["--", *extra] if extra else [])
     )
