@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tests import load_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _conf():
-    spec = importlib.util.spec_from_file_location("docs_conf", ROOT / "docs" / "conf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "docs" / "conf.py")
 
 
 def test_results_page_renders_tables_and_shows_plots():

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import load_module
 from tests.examples.test_pwm_example import TINY_NETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,13 +60,9 @@ def test_a_real_tiny_arm_fills_the_table_with_its_calibration(tmp_path):
 def test_every_arm_overrides_existing_example_keys():
     """Each arm's overrides name keys of examples/pwm/config.yaml (Hydra would refuse an
     unknown one only when the arm starts, possibly hours into a benchmark)."""
-    import importlib.util
-
     from omegaconf import OmegaConf
 
-    spec = importlib.util.spec_from_file_location("ablation_for_test", SCRIPT)
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
+    ablation = load_module(SCRIPT)
     cfg = OmegaConf.load(ROOT / "examples" / "pwm" / "config.yaml")
     assert set(ablation.DEFAULT_ARMS) <= set(ablation.ARMS)
     for arm, (description, overrides) in ablation.ARMS.items():

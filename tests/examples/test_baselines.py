@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from tests import load_module
 from tests.examples.test_pwm_example import TINY_NETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,11 +26,7 @@ PPO_TINY = ["collector.frames_per_batch=100", "loss.mini_batch_size=50", "loss.p
 
 
 def _learning():
-    spec = importlib.util.spec_from_file_location("learning", ROOT / "benchmarks" / "learning.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["learning"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "benchmarks" / "learning.py", "learning")
 
 
 def _run(script: Path, run_dir: Path, *overrides: str, timeout: int = 600):

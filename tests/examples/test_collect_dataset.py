@@ -3,7 +3,6 @@ run's replay buffer; collect -> load -> sample round trips, replays in the real 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from tests import load_module
 from tests.examples.test_baselines import SAC, SAC_TINY
 from tests.examples.test_pwm_example import TINY_NETS
 from torchrl_pwm.checkpoint import ReplayBufferDump, load_checkpoint
@@ -101,9 +101,7 @@ def test_random_collect_load_sample_replay_and_resume(tmp_path):
 
 
 def _sac_actor(run_dir: Path):
-    spec = importlib.util.spec_from_file_location("sac_train_for_test", SAC)
-    sac = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sac)
+    sac = load_module(SAC)
     env = make_env("cartpole-swingup")
     actor, _qvalue = sac.make_sac_modules(
         OmegaConf.load(run_dir / ".hydra" / "config.yaml"), env.action_spec, torch.device("cpu")
@@ -174,15 +172,7 @@ def test_pwm_agent_rollouts(tmp_path):
                "agent.exploration=deterministic")  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     chunk = load_tdmpc2_chunk(tmp_path / "rollouts" / "chunk_0.pt")
-    sys.path.insert(0, str(ROOT / "examples" / "pwm"))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "pwm_utils_for_test", ROOT / "examples" / "pwm" / "utils.py"
-        )
-        utils = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(utils)
-    finally:
-        sys.path.remove(str(ROOT / "examples" / "pwm"))
+    utils = load_module(ROOT / "examples" / "pwm" / "utils.py")
     env = make_env("cartpole-swingup")
     loss, _ = utils.make_pwm_loss(full, 5, env.action_spec, torch.device("cpu"))
     loss.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["trainer"]["loss_module"])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests import load_module
 from tests.examples.test_baselines import _fake_run  # a finished run folder of learning.py
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,10 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """benchmarks/offline.py with its run folders and results redirected into ``tmp_path``."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("offline", ROOT / "benchmarks" / "offline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(ROOT / "benchmarks" / "offline.py", "offline")
     monkeypatch.setattr(module.learning, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(module.learning, "RESULTS", tmp_path / "results")

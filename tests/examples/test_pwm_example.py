@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import load_module
 from torchrl_pwm.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,21 +253,11 @@ def test_example_compiled_stays_compiled(tmp_path):
 def test_example_actor_options_reach_the_loss():
     """``actor.*`` keys of the example's config end up in the FirstOrderActorLoss it builds
     (a key read under the wrong name would silently leave the loss at its default)."""
-    import importlib.util
-
     from omegaconf import OmegaConf
 
     from torchrl_pwm.envs import make_env
 
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "pwm_utils_for_test", SCRIPT.parent / "utils.py"
-        )
-        utils = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(utils)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    utils = load_module(SCRIPT.parent / "utils.py")
     cfg = OmegaConf.load(SCRIPT.parent / "config.yaml")
     overrides = [
         *TINY_NETS,

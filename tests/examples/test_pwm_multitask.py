@@ -4,7 +4,6 @@ nothing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests import load_module
 from torchrl_pwm.checkpoint import load_checkpoint
 from torchrl_pwm.data import TDMPC2Dataset, rollout_to_tdmpc2, save_tdmpc2_chunk
 from torchrl_pwm.envs import make_env, task_set
@@ -50,10 +50,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def _utils():
-    spec = importlib.util.spec_from_file_location("pwm_multitask_utils", FOLDER / "utils.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(FOLDER / "utils.py")
 
 
 def _run(cmd: list[str], run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
