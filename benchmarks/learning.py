@@ -7,10 +7,12 @@ otherwise. Runs go to ``outputs/benchmarks/learning/<algorithm>/<task>_<budget>/
 
 Resumable: a finished run (``timings.json`` exists) is skipped, an interrupted one continues
 from its checkpoint, a run another process holds (``.lock`` with a live pid) is left alone.
-PWM runs already made by ``benchmarks/online.py`` (same script, budget and evaluation
-protocol) are imported instead of rerun: ``outputs/benchmarks/online/<task>_<budget>/seed<k>``
-when finished, else the copy ``docs/results/online/<task>_seed<k>.csv`` if it reaches the
-budget; an unfinished online run is waited for, never started twice.
+With ``--import-online``, PWM runs already made by ``benchmarks/online.py`` (same script,
+budget and evaluation protocol) are imported instead of rerun:
+``outputs/benchmarks/online/<task>_<budget>/seed<k>`` when finished, else the copy
+``docs/results/online/<task>_seed<k>.csv`` if it reaches the budget; an unfinished online run
+is waited for, never started twice. Off by default: those runs used the example's defaults of
+their day (before 2026-11-29 for the committed copies), not necessarily today's.
 
 Results: ``docs/results/learning.csv`` (algorithm, task, seed, env_steps, eval_return,
 wall_time, budget: one row per evaluation of every finished run), ``learning_runs.csv`` (one row
@@ -572,13 +574,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_run_arguments(p, TABLE_TASKS, [0, 1, 2])
     p.add_argument("--quick", action="store_true", help="smoke comparison: " + json.dumps(QUICK))
     p.add_argument("--markdown", action="store_true", help="only rebuild CSVs, plots, table")
+    p.add_argument("--import-online", action="store_true",
+                   help="use PWM's benchmarks/online.py runs of a cell instead of running it "
+                   "(only if they used today's defaults)")  # fmt: skip
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--results-dir", type=Path, default=None)
     args = p.parse_args(argv)
     check_run_arguments(p, args)
 
     per_algorithm = {a: [] for a in SCRIPTS}
-    online = (ONLINE_RUNS, ONLINE_RESULTS)
+    online = (ONLINE_RUNS, ONLINE_RESULTS) if args.import_online else (None, None)
     if args.quick:
         args.tasks, args.seeds = QUICK["tasks"], QUICK["seeds"]
         args.env_steps, args.eval_every = QUICK["env_steps"], QUICK["eval_every"]

@@ -210,6 +210,14 @@ def test_learning_cli_dry_run_and_bad_input(tmp_path):
     assert not (tmp_path / "res").exists()  # a dry run writes nothing
     out = subprocess.run([*args, "--jobs", "0"], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "must be positive" in out.stderr
+    # PWM's committed online.py copy of this cell (older defaults) is imported only on request
+    cell = ["--algorithms", "pwm", "--tasks", "cartpole-swingup", "--seeds", "0"]
+    assert (ROOT / "docs" / "results" / "online" / "cartpole-swingup_seed0.csv").exists()
+    out = subprocess.run([*args, *cell], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "[run] pwm cartpole-swingup seed 0" in out.stdout, out.stdout
+    out = subprocess.run([*args, *cell, "--import-online"], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0 and "[import] pwm cartpole-swingup seed 0" in out.stdout, out.stdout
 
 
 # -- real, very short runs -----------------------------------------------------------------
