@@ -156,9 +156,10 @@ def stage_data(args, ledger: Ledger) -> None:
             continue
         if step.action == "busy":
             raise SystemExit(f"{name}: another process holds {step.run.run_dir}; rerun later.")
+        # the task's default action repeat (2 on DMC), the dataset's: examples/sac's own is 1
         cmd = learning.command(step.run, resume=step.action == "resume",
                                eval_every=args.data_eval_every, eval_episodes=10,
-                               threads=args.threads)  # fmt: skip
+                               threads=args.threads, extra=["env.action_repeat=null"])  # fmt: skip
         print(f"[{step.action}] {name}", flush=True)
         t0 = time.perf_counter()
         code = learning.execute(step, cmd)

@@ -98,7 +98,24 @@ def _load_run(cfg: DictConfig, task: str) -> tuple[Path, dict]:
     trained = state.get("metadata", {}).get("task")
     if trained is not None and trained != task:
         raise SystemExit(f"{run_dir} trained on {trained!r}, not {task!r}.")
+    _check_action_repeat(state, run_dir, task)
     return run_dir, state
+
+
+def _check_action_repeat(state: dict, run_dir: Path, task: str) -> None:
+    """The dataset steps each task at its default action repeat (2 on DMC, TD-MPC2's): a run
+    trained at another (``examples/sac`` defaults to 1) has transitions of another time step
+    and episodes of another length, and its policy acts at another rate."""
+    config = json.loads(state.get("metadata", {}).get("config", "{}"))  # older runs: none
+    repeat = config.get("env", {}).get("action_repeat")
+    if repeat is None:
+        return  # the run used the task's default, as the dataset does
+    default = make_env(task, seed=None).action_repeat
+    if repeat != default:
+        raise SystemExit(
+            f"{run_dir} ran at action repeat {repeat}; a {task} dataset is at {default} (the "
+            f"task's default, as TD-MPC2's data). Train the agent with env.action_repeat=null."
+        )
 
 
 # -- episode sources ---------------------------------------------------------------------------

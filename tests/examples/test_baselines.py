@@ -58,8 +58,10 @@ def test_config_shares_pwm_groups_and_cites_sources(algorithm):
     pwm = OmegaConf.load(ROOT / "examples" / "pwm" / "config.yaml")
     for group in ("env", "collector", "logger", "checkpoint"):
         assert group in cfg, group
-    for key in ("task", "seed", "action_repeat"):
+    for key in ("task", "seed"):
         assert cfg.env[key] == pwm.env[key]
+    # SAC steps the same env at repeat 1, as the published DMC SAC (one update per env step)
+    assert cfg.env.action_repeat == (1 if algorithm == "sac" else pwm.env.action_repeat)
     for key in ("backend", "exp_name", "eval_every", "eval_episodes", "progress_bar"):
         assert key in cfg.logger
     assert cfg.logger.eval_episodes == pwm.logger.eval_episodes

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
@@ -116,7 +117,8 @@ def _sac_actor(run_dir: Path):
 def test_sac_agent_rollouts_and_replay_buffer_dump(tmp_path):
     run_dir = tmp_path / "sac" / "cartpole-swingup"
     out = _run(SAC, run_dir, *SAC_TINY, "collector.total_env_steps=1200", "logger.eval_every=1200",
-               "logger.eval_episodes=1", "checkpoint.every=1200", "logger.progress_bar=false")  # fmt: skip
+               "logger.eval_episodes=1", "checkpoint.every=1200", "logger.progress_bar=false",
+               "env.action_repeat=null")  # the dataset's repeat (2 on DMC); SAC's default is 1  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     agent = [f"agent.run_dir={tmp_path}/sac/%task%", "tasks=[cartpole-swingup]"]
 
@@ -180,3 +182,16 @@ def test_pwm_agent_rollouts(tmp_path):
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         acted = policy(TensorDict(observation=chunk["obs"][0, :-1, :5], batch_size=[6]))
     torch.testing.assert_close(acted["action"], chunk["action"][0, 1:, :1])
+
+
+def test_a_run_at_another_action_repeat_is_refused(tmp_path):
+    """A SAC run at its default action repeat (1) cannot feed a DMC dataset (repeat 2, 500-step
+    episodes): its buffer holds 1000-step episodes, its policy acts at twice the rate."""
+    collect = load_module(SCRIPT)
+    at = lambda repeat: {"metadata": {"config": json.dumps({"env": {"action_repeat": repeat}})}}  # noqa: E731
+    with pytest.raises(
+        SystemExit, match="ran at action repeat 1; a cartpole-swingup dataset is at 2"
+    ):
+        collect._check_action_repeat(at(1), tmp_path, "cartpole-swingup")
+    for fine in (at(2), at(None), {"metadata": {}}):  # the task's default; runs without a config
+        collect._check_action_repeat(fine, tmp_path, "cartpole-swingup")
