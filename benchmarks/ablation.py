@@ -45,10 +45,13 @@ RESULTS = ROOT / "docs" / "results"
 #: single-change arm adds one change to it; ``all`` combines the cheap ones.
 ARMS: dict[str, tuple[str, list[str]]] = {
     "paper": ("PWM's actor as published (no mean penalty)", ["actor.mean_penalty_coef=0.0"]),
-    "penalty": ("+ pre-tanh mean penalty 1e-3 (the example's default)", []),
+    "penalty": (
+        "+ pre-tanh mean penalty 1e-3 (the example's default until 2026-11-30)",
+        ["actor.mean_penalty_coef=1e-3", "actor.mean_penalty_threshold=0.0"],
+    ),
     "hinge": (
-        "+ mean penalty 1e-3 only beyond a pre-tanh mean of ±3 (bang-bang allowed)",
-        ["actor.mean_penalty_threshold=3.0"],
+        "+ mean penalty 1e-3 only beyond a pre-tanh mean of ±3 (the example's default)",
+        ["actor.mean_penalty_coef=1e-3", "actor.mean_penalty_threshold=3.0"],
     ),
     "target": (
         "+ actor bootstraps from the target critic (SHAC)",
@@ -83,11 +86,17 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         ["actor.mean_penalty_coef=0.0", "collector.optim_steps_per_batch=10"],
     ),
     "all": (
-        "penalty + target + std-floor",
-        ["actor.bootstrap=target", "actor.init_log_std=-0.693", "actor.min_log_std=-0.693"],
+        "hinge + target + std-floor",
+        [
+            "actor.mean_penalty_coef=1e-3",
+            "actor.mean_penalty_threshold=3.0",
+            "actor.bootstrap=target",
+            "actor.init_log_std=-0.693",
+            "actor.min_log_std=-0.693",
+        ],
     ),
 }
-DEFAULT_ARMS = ("paper", "penalty", "target", "std-floor", "all")
+DEFAULT_ARMS = ("paper", "penalty", "hinge", "target", "std-floor", "all")
 FIELDS = [
     "arm", "task", "seed", "budget", "env_steps", "finished", "final_return", "mean_return",
     "promised_over_earned", "value_ratio", "reward_mae", "action_saturation", "wall_clock_min",

@@ -490,9 +490,9 @@ def write_markdown(runs: Sequence[Run], results: Path, commands: Sequence[str]) 
     else:
         text = (
             "# PWM against TorchRL's SAC and PPO on DMC\n\n"
-            "Same environments (`torchrl_pwm.envs.make_env`, action repeat 2), same budget in "
-            "env steps, same evaluation (deterministic policy, separately seeded env). "
-            "Hyper-parameters: `examples/pwm/config.yaml` (PWM, CPU-sized), "
+            "Same environments (`torchrl_pwm.envs.make_env`), same budget in env steps (after "
+            "each example's action repeat), same evaluation (deterministic policy, separately "
+            "seeded env). Hyper-parameters: `examples/pwm/config.yaml` (PWM, CPU-sized), "
             "`examples/sac/config.yaml` and `examples/ppo/config.yaml` (TorchRL's MuJoCo "
             "reference settings; each value's source and every deviation are commented there).\n\n"
             + generated

@@ -124,9 +124,10 @@ def _check_action_repeat(state: dict, run_dir: Path, task: str) -> None:
 def run_config(run_dir: Path, kind: str) -> DictConfig:
     """The run's Hydra config over its example's current defaults, so that runs older than a
     config key (e.g. ``actor.mean_penalty_coef``) still load. This is right as long as a new
-    key's default reproduces what older runs did (true of every key so far: one reward head,
-    penalties off, online bootstrap); a new architecture key whose default differs must be
-    written into this function for old runs."""
+    key's default reproduces what older runs did or only shapes training, not the modules
+    loaded here (true of every key so far: one reward head, the actor's penalties, the online
+    bootstrap); a new architecture key whose default differs must be written into this
+    function for old runs."""
     defaults = OmegaConf.load(EXAMPLES / kind / "config.yaml")
     return OmegaConf.merge(defaults, OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
 

@@ -21,7 +21,7 @@ def test_results_page_renders_tables_and_shows_plots():
     assert ".. literalinclude::" not in rst  # no raw source blocks
     assert rst.count(".. raw:: html") >= 5 and "<table>" in rst
     images = [ln.split("::")[1].strip() for ln in rst.splitlines() if ln.startswith(".. image::")]
-    assert "results/learning/cheetah-run_100000.png" in images
+    assert "results/learning_2026-11-26/cheetah-run_100000.png" in images  # a subfolder
     assert "results/online/walker-walk.png" in images
     for image in images:
         assert (ROOT / "docs" / image).is_file(), image
