@@ -163,8 +163,8 @@ def plan(
     budget: int,
     *,
     runs_root: Path = RUNS,
-    online_runs: Path | None = ONLINE_RUNS,
-    online_results: Path | None = ONLINE_RESULTS,
+    online_runs: Path | None = None,
+    online_results: Path | None = None,
 ) -> list[Step]:
     """Decide, for every cell, whether to skip, import, resume or start it (nothing is run)."""
     unknown = sorted(set(algorithms) - set(SCRIPTS))
@@ -247,8 +247,8 @@ def execute(step: Step, cmd: list[str]) -> int:
 def discover(
     runs_root: Path = RUNS,
     *,
-    online_runs: Path | None = ONLINE_RUNS,
-    online_results: Path | None = ONLINE_RESULTS,
+    online_runs: Path | None = None,
+    online_results: Path | None = None,
     budgets: Iterable[int] = (),
     tasks: Iterable[str] = (),
     seeds: Iterable[int] = (),

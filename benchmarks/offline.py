@@ -68,9 +68,11 @@ CSV_COLUMNS = [
     "task", "seed", "offline_return", "data_final_return", "data_best_return",
     "online_pwm_return", "sac_return", "dataset_env_steps",
 ]  # fmt: skip
+# The published learning curves, newest edition first (an edition being rerun may lack a cell).
+COMMITTED_CURVES = ("learning.csv", "learning_2026-11-26/learning.csv")
 # Which online agent's replay buffer makes each task's data, and its budget (env steps).
 # SAC for the locomotion tasks: 2-3x cheaper per env step than online PWM on this CPU and
-# within the seed spread of it at 100k on cheetah-run (learning.md); PWM on cartpole-swingup,
+# within the seed spread of it at 100k on cheetah-run (learning_2026-11-26.md); PWM on cartpole-swingup,
 # where its 20k-step demo already reaches ~700-800.
 DEFAULT_SOURCES = (
     "cartpole-swingup:pwm:20000",
@@ -422,18 +424,21 @@ def _read_results(out: Path) -> dict[str, dict]:
 
 
 def return_at(algorithm: str, task: str, env_steps: int, seed: int, source: learning.Run | None,
-              committed: Path) -> tuple[float, str]:  # fmt: skip
+              committed: Sequence[Path]) -> tuple[float, str]:  # fmt: skip
     """``algorithm``'s return on ``task`` at ``env_steps``: from the data run itself when it is
     that algorithm's, else a finished learning run of that budget and seed, else the mean over
-    seeds of the committed learning curves (``learning.csv``) interpolated there; NaN if none."""
+    seeds of the first of the ``committed`` learning curves (``learning.csv``, then the previous
+    edition's) that has runs reaching ``env_steps``, interpolated there; NaN if none."""
     if source is not None and source.algorithm == algorithm:
         return learning.final_return(source)[1], "data run"
     run = learning._local(learning.RUNS, algorithm, task, seed, env_steps)
     if run.finished:
         return learning.final_return(run)[1], f"learning run seed {seed}"
-    if committed.exists():
+    for path in committed:
+        if not path.exists():
+            continue
         curves: dict[tuple[str, str], list[tuple[int, float]]] = {}  # (seed, budget): curve
-        with committed.open(newline="") as f:
+        with path.open(newline="") as f:
             for row in csv.DictReader(f):
                 if row["algorithm"] == algorithm and row["task"] == task:
                     curves.setdefault((row["seed"], row["budget"]), []).append(
@@ -442,7 +447,11 @@ def return_at(algorithm: str, task: str, env_steps: int, seed: int, source: lear
         values = [float(np.interp(env_steps, *zip(*sorted(c)))) for c in curves.values()
                   if max(s for s, _ in c) >= env_steps]  # fmt: skip
         if values:
-            return float(np.mean(values)), f"learning.csv, {len(values)} runs"
+            try:
+                name = path.relative_to(learning.RESULTS).as_posix()
+            except ValueError:
+                name = path.name
+            return float(np.mean(values)), f"{name}, {len(values)} runs"
     return math.nan, "none"
 
 
@@ -455,7 +464,7 @@ def build_rows(args) -> tuple[list[dict], list[dict]]:
                 continue
             run = learning._local(learning.RUNS, algorithm, task, args.data_seed, budget)
             curve = read_eval_csv(run.eval_csv) if run.finished else {"return_mean": []}
-            committed = learning.RESULTS / "learning.csv"  # the published learning curves
+            committed = [learning.RESULTS / c for c in COMMITTED_CURVES]
             pwm, pwm_from = return_at("pwm", task, budget, args.data_seed,
                                       run if run.finished else None, committed)  # fmt: skip
             sac, sac_from = return_at("sac", task, budget, args.data_seed,

@@ -3,6 +3,7 @@
     python examples/collect_dataset/collect.py tasks=[cartpole-swingup,reacher-easy]
     python examples/collect_dataset/collect.py agent.kind=sac \\
         agent.run_dir=$PWD/outputs/sac/%task%/seed0 tasks=[cartpole-swingup]
+        # (a SAC run made with env.action_repeat=null: the dataset's repeat, 2 on DMC)
     python examples/collect_dataset/collect.py agent.kind=replay_buffer \\
         agent.run_dir=$PWD/outputs/%task%/seed0            # a PWM run's whole replay buffer
     python examples/collect_dataset/collect.py resume=true  # continue a killed collection

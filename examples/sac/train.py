@@ -191,9 +191,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         metadata={
             "algorithm": "sac",
             "task": cfg.env.task,
+            "action_repeat": repeat,  # the default changed (2 -> 1 on DMC): resume at the same
             "replay_capacity": capacity,  # the stored buffer only loads into one of the same size
         },
-        check_metadata=("algorithm", "task", "replay_capacity"),
+        check_metadata=("algorithm", "task", "action_repeat", "replay_capacity"),
     )
 
     # -- train -------------------------------------------------------------------------------

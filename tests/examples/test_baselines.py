@@ -43,7 +43,7 @@ def _eval_rows(run_dir: Path) -> list[list[float]]:
 
 def _check_run(run_dir: Path, final_env_steps: int) -> None:
     rows = _eval_rows(run_dir)
-    assert int(rows[-1][0]) == final_env_steps  # env steps, after the action repeat of 2
+    assert int(rows[-1][0]) == final_env_steps  # env steps, after the action repeat
     timings = json.loads((run_dir / "timings.json").read_text())
     assert timings["total_s"] > 0 and timings["optimization_s"] >= 0
     assert (run_dir / "learning_curve.png").stat().st_size > 0
@@ -241,6 +241,8 @@ def test_sac_example_short_run_and_resume(tmp_path):
     _check_run(run_dir, 600)
     other = _run(SAC, run_dir, *args[:-1], "replay_buffer.capacity=500", "resume=true")
     assert other.returncode != 0 and "replay_capacity=300" in other.stderr
+    other = _run(SAC, run_dir, *args, "env.action_repeat=2", "resume=true")
+    assert other.returncode != 0 and "action_repeat=1" in other.stderr
     bad = _run(SAC, tmp_path / "bad", "env.task=cheeta-run")
     assert bad.returncode != 0 and "Did you mean 'cheetah-run'" in bad.stderr
     # a budget within the random seed steps would train nothing: refused, nothing left behind

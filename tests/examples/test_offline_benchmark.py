@@ -73,6 +73,18 @@ def test_report_rows_compare_the_offline_policy_with_its_data_and_online_agents(
     assert cheetah["dataset_env_steps"] == 4000
     assert cartpole["online_pwm_return"] == 700.0 and math.isnan(cartpole["sac_return"])
     assert {n["sac_from"] for n in notes} == {"data run", "none"}
+    # a cell the current table lacks comes from the previous edition's curves (here SAC on
+    # cartpole: 100 at 1000 and 400 at 4000 env steps -> 200 at the dataset's 2000)
+    previous = tmp_path / "results" / "learning_2026-11-26" / "learning.csv"
+    previous.parent.mkdir()
+    previous.write_text("algorithm,task,seed,env_steps,eval_return,wall_time,budget\n"
+                        "sac,cartpole-swingup,0,1000,100,1.0,4000\n"
+                        "sac,cartpole-swingup,0,4000,400,1.0,4000\n")  # fmt: skip
+    rows_, notes_ = offline.build_rows(ns)
+    assert {r["task"]: r["sac_return"] for r in rows_}["cartpole-swingup"] == pytest.approx(200.0)
+    assert "learning_2026-11-26/learning.csv, 1 runs" in {n["sac_from"] for n in notes_}
+    assert {r["task"]: r["online_pwm_return"] for r in rows_}["cheetah-run"] == pytest.approx(275.0)
+    previous.unlink()
 
     ledger = offline.Ledger(ns.out / "stages.json")
     ledger.record("pretrain/1M/500", seconds=12.0, summary={

@@ -262,7 +262,7 @@ def test_example_actor_options_reach_the_loss():
     overrides = [
         *TINY_NETS,
         "actor.mean_penalty_coef=0.25",
-        "actor.mean_penalty_threshold=3.0",
+        "actor.mean_penalty_threshold=2.5",
         "actor.bootstrap=target",
     ]
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
@@ -270,5 +270,5 @@ def test_example_actor_options_reach_the_loss():
     loss, _ = utils.make_pwm_loss(cfg, 5, env.action_spec, torch.device("cpu"))
     actor_loss = loss.actor_loss
     assert actor_loss.mean_penalty_coef == 0.25
-    assert actor_loss.mean_penalty_threshold == 3.0
+    assert actor_loss.mean_penalty_threshold == 2.5
     assert loss.actor_bootstrap == "target"
