@@ -424,17 +424,19 @@ def _read_results(out: Path) -> dict[str, dict]:
 
 
 def return_at(algorithm: str, task: str, env_steps: int, seed: int, source: learning.Run | None,
-              committed: Sequence[Path]) -> tuple[float, str]:  # fmt: skip
+              results: Path) -> tuple[float, str]:  # fmt: skip
     """``algorithm``'s return on ``task`` at ``env_steps``: from the data run itself when it is
     that algorithm's, else a finished learning run of that budget and seed, else the mean over
-    seeds of the first of the ``committed`` learning curves (``learning.csv``, then the previous
-    edition's) that has runs reaching ``env_steps``, interpolated there; NaN if none."""
+    seeds of the first of the committed learning curves under ``results``
+    (:data:`COMMITTED_CURVES`) that has runs reaching ``env_steps``, interpolated there; NaN if
+    none."""
     if source is not None and source.algorithm == algorithm:
         return learning.final_return(source)[1], "data run"
     run = learning._local(learning.RUNS, algorithm, task, seed, env_steps)
     if run.finished:
         return learning.final_return(run)[1], f"learning run seed {seed}"
-    for path in committed:
+    for name in COMMITTED_CURVES:
+        path = results / name
         if not path.exists():
             continue
         curves: dict[tuple[str, str], list[tuple[int, float]]] = {}  # (seed, budget): curve
@@ -447,10 +449,6 @@ def return_at(algorithm: str, task: str, env_steps: int, seed: int, source: lear
         values = [float(np.interp(env_steps, *zip(*sorted(c)))) for c in curves.values()
                   if max(s for s, _ in c) >= env_steps]  # fmt: skip
         if values:
-            try:
-                name = path.relative_to(learning.RESULTS).as_posix()
-            except ValueError:
-                name = path.name
             return float(np.mean(values)), f"{name}, {len(values)} runs"
     return math.nan, "none"
 
@@ -464,11 +462,10 @@ def build_rows(args) -> tuple[list[dict], list[dict]]:
                 continue
             run = learning._local(learning.RUNS, algorithm, task, args.data_seed, budget)
             curve = read_eval_csv(run.eval_csv) if run.finished else {"return_mean": []}
-            committed = [learning.RESULTS / c for c in COMMITTED_CURVES]
             pwm, pwm_from = return_at("pwm", task, budget, args.data_seed,
-                                      run if run.finished else None, committed)  # fmt: skip
+                                      run if run.finished else None, learning.RESULTS)  # fmt: skip
             sac, sac_from = return_at("sac", task, budget, args.data_seed,
-                                      run if run.finished else None, committed)  # fmt: skip
+                                      run if run.finished else None, learning.RESULTS)  # fmt: skip
             data = curve["return_mean"]
             rows.append({
                 "task": task, "seed": seed,
