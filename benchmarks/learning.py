@@ -503,13 +503,17 @@ def write_markdown(runs: Sequence[Run], results: Path, commands: Sequence[str]) 
 
 
 def record_command(runs_root: Path, cli: str) -> list[str]:
-    """Append ``cli`` to ``runs_root/commands.txt`` (once); return every command recorded."""
+    """Append ``cli`` to ``runs_root/commands.txt`` (once); return every command recorded.
+
+    One appended line, never a rewrite of the file: two runners sharing ``runs_root`` (one per
+    core) would otherwise interleave their rewrites and garble each other's lines."""
     path = runs_root / "commands.txt"
     seen = path.read_text().splitlines() if path.exists() else []
     if cli not in seen:
         runs_root.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(cli + "\n")
         seen.append(cli)
-        path.write_text("\n".join(seen) + "\n")
     return seen
 
 

@@ -185,6 +185,30 @@ def test_learning_execute_lock_is_not_a_previous_run(tmp_path):
     assert "previous run's output (eval.csv)" in (run.run_dir / "train.log").read_text()
 
 
+def test_learning_record_command_keeps_a_concurrent_runners_line(tmp_path, monkeypatch):
+    """Two runners (one per core) share a runs folder: a command recorded by the other one
+    between this one's read and its write must survive (a read-modify-write lost or garbled
+    it)."""
+    lb = _learning()
+    path = tmp_path / "commands.txt"
+    assert lb.record_command(tmp_path, "python a") == ["python a"]
+    read = Path.read_text
+
+    def read_then_other_runner_appends(self, *args, **kwargs):
+        text = read(self, *args, **kwargs)
+        if self == path and "python other" not in text:
+            with path.open("a") as f:
+                f.write("python other\n")
+        return text
+
+    monkeypatch.setattr(Path, "read_text", read_then_other_runner_appends)
+    lb.record_command(tmp_path, "python b")
+    monkeypatch.undo()
+    assert path.read_text().splitlines() == ["python a", "python other", "python b"]
+    assert lb.record_command(tmp_path, "python b")[-1] == "python b"  # recorded once
+    assert path.read_text().count("python b") == 1
+
+
 def test_learning_publish_keeps_a_table_whose_runs_are_absent(tmp_path, capsys):
     """A fresh clone has the committed table but not its run folders: a benchmark run there
     must not replace the table with its own few runs."""
