@@ -198,6 +198,17 @@ def plan(
     return steps
 
 
+def refresh(step: Step, cmd: list[str]) -> list[str] | None:
+    """``cmd`` as it must run now, or None if the run was finished or taken by another runner
+    sharing ``runs_root`` since the plan was made (a plan can be hours old): a started run
+    resumes from its checkpoint instead of being refused as a previous run's output."""
+    r = step.run
+    if r.finished or _lock_holder(r.run_dir) is not None:
+        return None
+    resume = "resume=true" if (r.run_dir / "checkpoint.pt").exists() else "resume=false"
+    return [resume if a.startswith("resume=") else a for a in cmd]
+
+
 def command(
     run: Run,
     *,
@@ -644,10 +655,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     def work(item: tuple[Step, list[str]]) -> None:
         step, cmd = item
         r = step.run
+        name = f"{r.algorithm} {r.task} seed {r.seed}"
+        cmd = refresh(step, cmd)
+        if cmd is None:
+            print(f"[skipped] {name}: finished or held by another process since the plan",
+                  flush=True)  # fmt: skip
+            return
         t0 = time.time()
         code = execute(step, cmd)
         with lock:
-            name = f"{r.algorithm} {r.task} seed {r.seed}"
             if code != 0:
                 failures.append(name)
                 print(f"[failed] {name} (exit {code}); see {r.run_dir / 'train.log'}", flush=True)

@@ -185,6 +185,24 @@ def test_learning_execute_lock_is_not_a_previous_run(tmp_path):
     assert "previous run's output (eval.csv)" in (run.run_dir / "train.log").read_text()
 
 
+def test_learning_refresh_follows_what_another_runner_did_since_the_plan(tmp_path):
+    """Two runners share a runs folder: a cell the other one finished, holds or started after
+    this one planned it is skipped or resumed, not started over (the example refused it)."""
+    lb = _learning()
+    (step,) = lb.plan(["ppo"], ["cartpole-swingup"], [2], 1000, runs_root=tmp_path)
+    assert step.action == "run"
+    cmd = lb.command(step.run, resume=False, eval_every=500, eval_episodes=1, threads=1)
+    assert lb.refresh(step, cmd) == cmd
+    step.run.run_dir.mkdir(parents=True)
+    (step.run.run_dir / "checkpoint.pt").write_bytes(b"")  # the other runner started it
+    assert "resume=true" in lb.refresh(step, cmd) and "resume=false" not in lb.refresh(step, cmd)
+    (step.run.run_dir / ".lock").write_text(str(os.getpid()))  # ... and holds it
+    assert lb.refresh(step, cmd) is None
+    (step.run.run_dir / ".lock").unlink()
+    _fake_run(step.run.run_dir, [10, 20], [500, 1000])  # ... and finished it
+    assert lb.refresh(step, cmd) is None
+
+
 def test_learning_record_command_keeps_a_concurrent_runners_line(tmp_path, monkeypatch):
     """Two runners (one per core) share a runs folder: a command recorded by the other one
     between this one's read and its write must survive (a read-modify-write lost or garbled
