@@ -198,15 +198,14 @@ def plan(
     return steps
 
 
-def refresh(step: Step, cmd: list[str]) -> list[str] | None:
-    """``cmd`` as it must run now, or None if the run was finished or taken by another runner
-    sharing ``runs_root`` since the plan was made (a plan can be hours old): a started run
-    resumes from its checkpoint instead of being refused as a previous run's output."""
+def refresh(step: Step, runs_root: Path, **online) -> Step | None:
+    """``step`` re-planned now by :func:`plan` (a plan can be hours old, and another runner
+    may share ``runs_root``), or None if it is no longer to run (finished, held or imported
+    since): a run started since then resumes instead of being refused as a previous run's
+    output."""
     r = step.run
-    if r.finished or _lock_holder(r.run_dir) is not None:
-        return None
-    resume = "resume=true" if (r.run_dir / "checkpoint.pt").exists() else "resume=false"
-    return [resume if a.startswith("resume=") else a for a in cmd]
+    (now,) = plan([r.algorithm], [r.task], [r.seed], r.budget, runs_root=runs_root, **online)
+    return now if now.action in ("run", "resume") else None
 
 
 def command(
@@ -628,6 +627,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     steps = plan(args.algorithms, args.tasks, args.seeds, args.env_steps, runs_root=runs_root,
                  online_runs=online[0], online_results=online[1])  # fmt: skip
+
+    def command_for(step: Step) -> list[str]:
+        return command(step.run, resume=step.action == "resume", eval_every=args.eval_every,
+                       eval_episodes=args.eval_episodes, threads=threads,
+                       extra=[*per_algorithm[step.run.algorithm], *extra])  # fmt: skip
+
     todo = []
     for step in steps:
         r = step.run
@@ -640,11 +645,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[wait] {name}: unfinished online run {r.run_dir}; finish it with "
                   "benchmarks/online.py, then rerun this", flush=True)  # fmt: skip
         else:
-            cmd = command(r, resume=step.action == "resume", eval_every=args.eval_every,
-                          eval_episodes=args.eval_episodes, threads=threads,
-                          extra=[*per_algorithm[r.algorithm], *extra])  # fmt: skip
-            print(f"[{step.action}] {name}: {shlex.join(cmd)}", flush=True)
-            todo.append((step, cmd))
+            print(f"[{step.action}] {name}: {shlex.join(command_for(step))}", flush=True)
+            todo.append(step)
     if args.dry_run:
         return 0
     record_command(runs_root, cli)
@@ -652,17 +654,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     lock = threading.Lock()
     failures = []
 
-    def work(item: tuple[Step, list[str]]) -> None:
-        step, cmd = item
+    def work(step: Step) -> None:
         r = step.run
         name = f"{r.algorithm} {r.task} seed {r.seed}"
-        cmd = refresh(step, cmd)
-        if cmd is None:
+        step = refresh(step, runs_root, online_runs=online[0], online_results=online[1])
+        if step is None:
             print(f"[skipped] {name}: finished or held by another process since the plan",
                   flush=True)  # fmt: skip
             return
         t0 = time.time()
-        code = execute(step, cmd)
+        code = execute(step, command_for(step))
         with lock:
             if code != 0:
                 failures.append(name)
