@@ -25,7 +25,6 @@ import csv
 import dataclasses
 import json
 import shlex
-import statistics
 import sys
 import threading
 import time
@@ -103,19 +102,6 @@ FIELDS = [
 ]  # fmt: skip
 
 
-def _scalar(run_dir: Path, name: str) -> list[tuple[float, float]]:
-    """``(step, value)`` rows of a CSV-logger scalar (``logs/pwm/scalars/<name>.csv``)."""
-    path = run_dir / "logs" / "pwm" / "scalars" / f"{name}.csv"
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [(float(r[0]), float(r[1])) for r in csv.reader(f) if len(r) == 2]
-
-
-def _mean_last(rows: list[tuple[float, float]], k: int) -> float | None:
-    return statistics.fmean(v for _, v in rows[-k:]) if rows else None
-
-
 def summarise(arm: str, run: learning.Run, last_evals: int = 3) -> dict:
     """One run's row: returns (last evaluation, mean over the run as in ``learning.md``); its
     calibration over its last ``last_evals`` evaluations: the return the model promises the
@@ -126,40 +112,18 @@ def summarise(arm: str, run: learning.Run, last_evals: int = 3) -> dict:
     the env steps it has run so far."""
     steps, final = learning.final_return(run)
     so_far = run if run.finished else dataclasses.replace(run, budget=steps)
-    promised = _scalar(run.run_dir, "eval/model_policy_return")
-    earned = _scalar(run.run_dir, "eval/model_real_return")
-    earned_at = dict(earned)
-    # the last evaluations that logged both, paired by env step; sums, not a mean of ratios
-    pairs = [(p, earned_at[s]) for s, p in promised if s in earned_at][-last_evals:]
-    total_earned = sum(e for _, e in pairs)
-    ratio = sum(p for p, _ in pairs) / total_earned if pairs and total_earned > 0 else None
-    saturation = _scalar(run.run_dir, "action_saturation")
-    second_half = [(s, v) for s, v in saturation if s >= so_far.budget / 2]
     timings = json.loads(run.timings.read_text()) if run.timings.exists() else {}
     return {
         "arm": arm, "task": run.task, "seed": run.seed, "budget": run.budget,
         "env_steps": steps, "finished": run.finished, "final_return": final,
         "mean_return": learning.mean_return_over_run(so_far),
-        "promised_over_earned": ratio,
-        "value_ratio": _mean_last(_scalar(run.run_dir, "eval/value_ratio"), last_evals),
-        "reward_mae": _mean_last(_scalar(run.run_dir, "eval/model_reward_mae"), last_evals),
-        "action_saturation": _mean_last(second_half, len(second_half)),
+        **learning.calibration(run, last_evals),
         "wall_clock_min": timings["total_s"] / 60 if "total_s" in timings else None,
     }  # fmt: skip
 
 
 def _seed(row: dict) -> str:
     return str(row["seed"]) + ("" if row["finished"] else f" (to {row['env_steps'] // 1000}k)")
-
-
-def _fmt(values: Sequence[float | None], digits: int = 0, suffix: str = "") -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}{suffix}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}{suffix}"
 
 
 def write(rows: list[dict], results: Path, cli: str) -> Path:
@@ -200,10 +164,10 @@ def write(rows: list[dict], results: Path, cli: str) -> Path:
                 col = {k: [r[k] for r in rs] for k in FIELDS}
                 lines.append(
                     f"| `{arm}` | {ARMS[arm][0]} | {', '.join(_seed(r) for r in rs)} "
-                    f"| {_fmt(col['final_return'])} | {_fmt(col['mean_return'])} "
-                    f"| {_fmt(col['promised_over_earned'], 2, 'x')} "
-                    f"| {_fmt(col['value_ratio'], 2)} | {_fmt(col['reward_mae'], 3)} "
-                    f"| {_fmt(col['action_saturation'], 2)} | {_fmt(col['wall_clock_min'], 1)} |"
+                    f"| {learning.mean_std_cell(col['final_return'])} | {learning.mean_std_cell(col['mean_return'])} "
+                    f"| {learning.mean_std_cell(col['promised_over_earned'], 2, 'x')} "
+                    f"| {learning.mean_std_cell(col['value_ratio'], 2)} | {learning.mean_std_cell(col['reward_mae'], 3)} "
+                    f"| {learning.mean_std_cell(col['action_saturation'], 2)} | {learning.mean_std_cell(col['wall_clock_min'], 1)} |"
                 )
             lines.append("")
     lines += ["Overrides per arm:", ""]

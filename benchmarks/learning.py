@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import threading
@@ -338,6 +339,62 @@ def mean_return_over_run(run: Run, points: int = 20) -> float:
     return float(np.interp(grid, data["env_steps"], data["return_mean"]).mean())
 
 
+def logged_scalar(run_dir: Path, name: str) -> list[tuple[float, float]]:
+    """``(step, value)`` rows of a CSV-logger scalar of a PWM run
+    (``logs/pwm/scalars/<name>.csv``); empty where it was not logged."""
+    path = run_dir / "logs" / "pwm" / "scalars" / f"{name}.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [(float(r[0]), float(r[1])) for r in csv.reader(f) if len(r) == 2]
+
+
+def _mean_last(rows: list[tuple[float, float]], k: int) -> float | None:
+    return statistics.fmean(v for _, v in rows[-k:]) if rows else None
+
+
+def calibration(run: Run, last_evals: int = 3) -> dict[str, float | None]:
+    """Is a PWM run's actor exploiting its world model? Read from what its evaluations logged:
+
+    - ``promised_over_earned``: the return the model promises the deterministic policy over the
+      imagination horizon over the one it really earns from the same states, summed over the
+      last ``last_evals`` evaluations, then divided (1: an honest model);
+    - ``value_ratio``: the critic's value of real states over their real discounted
+      return-to-go; ``reward_mae``: the model's mean absolute reward error (means of the last
+      ``last_evals``);
+    - ``action_saturation``: the fraction of imagined pre-tanh means beyond ±3 over the
+      second half of the env steps run so far.
+
+    ``None`` where the run did not log the metric (an algorithm other than PWM, another logger).
+    """
+    promised = logged_scalar(run.run_dir, "eval/model_policy_return")
+    earned_at = dict(logged_scalar(run.run_dir, "eval/model_real_return"))
+    # the last evaluations that logged both, paired by env step; sums, not a mean of ratios
+    pairs = [(p, earned_at[s]) for s, p in promised if s in earned_at][-last_evals:]
+    total_earned = sum(e for _, e in pairs)
+    ratio = sum(p for p, _ in pairs) / total_earned if pairs and total_earned > 0 else None
+    steps = run.budget if run.finished else final_return(run)[0]
+    second_half = [(s, v) for s, v in logged_scalar(run.run_dir, "action_saturation")
+                   if s >= steps / 2]  # fmt: skip
+    return {
+        "promised_over_earned": ratio,
+        "value_ratio": _mean_last(logged_scalar(run.run_dir, "eval/value_ratio"), last_evals),
+        "reward_mae": _mean_last(logged_scalar(run.run_dir, "eval/model_reward_mae"), last_evals),
+        "action_saturation": _mean_last(second_half, len(second_half)),
+    }
+
+
+def mean_std_cell(values: Sequence[float | None], digits: int = 0, suffix: str = "") -> str:
+    """``"mean ± std"`` (sample std) of the values that are not ``None``; ``"-"`` if none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}{suffix}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}{suffix}"
+
+
 def write_csvs(runs: Sequence[Run], results: Path) -> tuple[Path, Path]:
     results.mkdir(parents=True, exist_ok=True)
     curves, table = results / "learning.csv", results / "learning_runs.csv"
@@ -402,6 +459,44 @@ def _machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
         f"torch {torch.__version__}"
     )
+
+
+def calibration_section(runs: Sequence[Run], tasks: Sequence[str], budgets) -> list[str]:
+    """Markdown lines: :func:`calibration` of the PWM runs, mean ± std over seeds per task and
+    budget (empty when no PWM run logged it), so that the table says *why* a cell is lost."""
+    rows = []
+    for task in tasks:
+        for budget in budgets:
+            sel = [r for r in runs if (r.algorithm, r.task, r.budget) == ("pwm", task, budget)]
+            cal = [calibration(r) for r in sel]
+            if not any(v is not None for c in cal for v in c.values()):
+                continue
+            col = {k: [c[k] for c in cal] for k in cal[0]}
+            rows.append(
+                f"| {task} | {budget // 1000}k | {len(sel)} "
+                f"| {mean_std_cell(col['promised_over_earned'], 2, 'x')} "
+                f"| {mean_std_cell(col['value_ratio'], 2)} "
+                f"| {mean_std_cell(col['reward_mae'], 3)} "
+                f"| {mean_std_cell(col['action_saturation'], 2)} |"
+            )
+    if not rows:
+        return []
+    return [
+        "### Calibration of the PWM runs (is the actor exploiting its world model?)",
+        "",
+        "Read from the metrics each PWM evaluation logs, as in `ablation.md`: *promised / "
+        "earned*, the return the world model promises the deterministic policy over the "
+        "imagination horizon over the one it really earns from the same states (last 3 "
+        "evaluations; 1 is an honest model); *V / G*, the critic's value of real states over "
+        "their real discounted return-to-go; *reward error*, the model's mean absolute reward "
+        "error (means of the last 3); *saturation*, the fraction of imagined pre-tanh action "
+        "means beyond ±3 over the second half of the run. Mean ± std over seeds.",
+        "",
+        "| task | budget | seeds | promised / earned | V / G | reward error | saturation |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def markdown(runs: Sequence[Run], commands: Sequence[str]) -> str:
@@ -476,6 +571,7 @@ def markdown(runs: Sequence[Run], commands: Sequence[str]) -> str:
                 cells.append(cell)
             lines.append(f"| {task} | {budget // 1000}k | " + " | ".join(cells) + " |")
     lines.append("")
+    lines += calibration_section(runs, tasks, budgets)
     plots = sorted({(r.task, r.budget) for r in runs})
     if plots:
         lines += ["### Learning curves", ""]

@@ -244,6 +244,39 @@ def test_learning_publish_keeps_a_table_whose_runs_are_absent(tmp_path, capsys):
     assert "ppo,cheetah-run,0,1000" in (tmp_path / "elsewhere" / "learning_runs.csv").read_text()
 
 
+def _scalars(d: Path, name: str, rows: list[tuple[int, float]]) -> None:
+    path = d / "logs" / "pwm" / "scalars" / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{s},{v}\n" for s, v in rows))
+
+
+def test_learning_calibration_by_hand_and_in_the_table(tmp_path):
+    """The calibration of a PWM run, against values computed by hand: promised / earned sums
+    the last 3 evaluations that logged both (paired by env step), saturation averages the
+    second half of the run only; a SAC run logs none and gets no calibration row."""
+    lb = _learning()
+    runs = tmp_path / "runs"
+    pwm = runs / "pwm" / "walker-walk_1000" / "seed0"
+    _fake_run(pwm, [10, 20, 30, 40], [250, 500, 750, 1000])
+    _scalars(pwm, "eval/model_policy_return", [(250, 99.0), (500, 6.0), (750, 9.0), (1000, 12.0)])
+    # 500 lacks its earned value: the last 3 pairs are 250, 750, 1000
+    _scalars(pwm, "eval/model_real_return", [(250, 1.0), (750, 3.0), (1000, 4.0)])
+    _scalars(pwm, "eval/value_ratio", [(250, 9.0), (500, 1.0), (750, 2.0), (1000, 3.0)])
+    _scalars(pwm, "action_saturation", [(100, 1.0), (400, 1.0), (500, 0.2), (900, 0.4)])
+    _fake_run(runs / "sac" / "walker-walk_1000" / "seed0", [5, 6], [500, 1000])
+    runs_ = lb.discover(runs, online_runs=None, online_results=None)
+    by_algo = {r.algorithm: lb.calibration(r) for r in runs_}
+    pwm_cal = by_algo["pwm"]
+    assert pwm_cal["promised_over_earned"] == pytest.approx((99 + 9 + 12) / (1 + 3 + 4))
+    assert pwm_cal["value_ratio"] == pytest.approx(2.0)  # mean of the last 3
+    assert pwm_cal["action_saturation"] == pytest.approx(0.3)  # steps >= 500 only
+    assert pwm_cal["reward_mae"] is None  # not logged
+    assert set(by_algo["sac"].values()) == {None}
+    table = lb.markdown(runs_, ["python benchmarks/learning.py"])
+    assert "| walker-walk | 1k | 1 | 15.00x | 2.00 | - | 0.30 |" in table
+    assert table.count("| walker-walk | 1k | 1 |") == 1  # no row from the SAC run
+
+
 def test_learning_cli_dry_run_and_bad_input(tmp_path):
     args = [sys.executable, str(ROOT / "benchmarks" / "learning.py"), "--dry-run",
             "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")]  # fmt: skip
