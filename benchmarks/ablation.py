@@ -84,6 +84,15 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         "+ one update per agent step (twice the default ratio, twice the time)",
         ["actor.mean_penalty_coef=0.0", "collector.optim_steps_per_batch=10"],
     ),
+    "phases": (
+        "+ phases of 500 steps: world model only, then policy only on the frozen model "
+        "(same update counts: 10 steps per round)",
+        [
+            "actor.mean_penalty_coef=0.0",
+            "collector.optim_steps_per_batch=10",
+            "optim.phase_steps=500",
+        ],
+    ),
     "all": (
         "hinge + target + std-floor",
         [

@@ -102,8 +102,12 @@ def make_pwm_stepper(
             actor_lr=optim.actor_lr,
             critic_lr=optim.critic_lr,
             final_lr=optim.final_lr,
-            # the schedules step with the policy updates
-            lr_decay_steps=-(-optim_steps // optim.policy_every) if optim.lr_decay else None,
+            # the schedules step with the policy updates (about half the steps in phases)
+            lr_decay_steps=(
+                -(-optim_steps // (2 if optim.phase_steps else optim.policy_every))
+                if optim.lr_decay
+                else None
+            ),
             actor_grad_clip=optim.actor_grad_clip,
             critic_grad_clip=optim.critic_grad_clip,
             critic_passes=cfg.critic.passes,
@@ -111,6 +115,7 @@ def make_pwm_stepper(
             critic_updates=cfg.critic.updates,
             max_nonfinite_steps=optim.max_nonfinite_steps,
             policy_every=optim.policy_every,
+            phase_steps=optim.phase_steps,
             compile=compile_enabled(cfg, next(loss.parameters()).device),
             compile_mode=cfg.compile.mode,
         ),

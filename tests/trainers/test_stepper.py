@@ -118,47 +118,78 @@ def test_state_dict_round_trip():
         torch.testing.assert_close(a, b)
 
 
+def _run_and_resume(config: PWMOptimConfig, steps: int, snapshot_at: int):
+    """Step a tiny agent ``steps`` times with ``config``; per step: which of (world model,
+    actor, critic) changed, the metric keys and the actor's lr. Then restore a fresh agent
+    and stepper from the state taken before step ``snapshot_at``, step it to the end with the
+    same batches, and check its parameters equal the original's. Returns the per-step records
+    and the resumed stepper."""
+    import copy
+
+    *_, loss = tiny_agent()
+    stepper = PWMOptimizationStepper(loss, H, config=config)
+    modules = (loss.world_model, loss.actor_network, loss.value_loss.value_network)
+    records = []
+    for step in range(steps):
+        if step == snapshot_at:
+            snapshot = copy.deepcopy((loss.state_dict(), stepper.state_dict()))
+        before = [_params(m) for m in modules]
+        torch.manual_seed(step)
+        keys = sorted(stepper.step(None, _batch()).keys())
+        changed = tuple(any(not torch.equal(a, b) for a, b in zip(old, _params(m)))
+                        for old, m in zip(before, modules))  # fmt: skip
+        records.append((changed, keys, stepper.actor_optimizer.param_groups[0]["lr"]))
+
+    *_, loss2 = tiny_agent(seed=1)
+    loss2.load_state_dict(snapshot[0])
+    resumed = PWMOptimizationStepper(loss2, H, config=config)
+    resumed.load_state_dict(snapshot[1])
+    for step in range(snapshot_at, steps):
+        torch.manual_seed(step)
+        resumed.step(None, _batch())
+    assert resumed.steps == steps
+    for a, b in zip(_params(loss), _params(loss2), strict=True):
+        torch.testing.assert_close(b, a)
+    return records, resumed
+
+
+MODEL_ONLY, POLICY_ONLY, BOTH = (True, False, False), (False, True, True), (True, True, True)
+
+
 def test_policy_every_trains_the_policy_every_kth_step_and_resumes_in_phase():
     """policy_every=3: the world model changes at every step, the actor, the critic and the
     learning-rate schedule only at steps 0 and 3; every step returns the same metric keys
     (world-model-only steps repeat the last policy update's). A stepper restored between two
     policy updates continues in the same phase: its parameters after steps 2-4 equal the
     original's."""
-    import copy
-
-    def stepper_for(loss):
-        cfg = PWMOptimConfig(critic_passes=1, lr_decay_steps=10, policy_every=3)
-        return PWMOptimizationStepper(loss, H, config=cfg)
-
-    *_, loss = tiny_agent()
-    stepper = stepper_for(loss)
-    wm, actor, critic = loss.world_model, loss.actor_network, loss.value_loss.value_network
-    keys, lrs = [], []
-    for step in range(5):
-        if step == 2:
-            snapshot = copy.deepcopy((loss.state_dict(), stepper.state_dict()))
-        before = {m: _params(m) for m in (wm, actor, critic)}
-        torch.manual_seed(step)
-        keys.append(sorted(stepper.step(None, _batch()).keys()))
-        lrs.append(stepper.actor_optimizer.param_groups[0]["lr"])
-        changed = {
-            m: any(not torch.equal(a, b) for a, b in zip(before[m], _params(m)))
-            for m in (wm, actor, critic)
-        }
-        assert changed[wm] and changed[actor] == changed[critic] == (step % 3 == 0), step
+    cfg = PWMOptimConfig(critic_passes=1, lr_decay_steps=10, policy_every=3)
+    records, resumed = _run_and_resume(cfg, steps=5, snapshot_at=2)
+    changed, keys, lrs = zip(*records)
+    assert list(changed) == [BOTH, MODEL_ONLY, MODEL_ONLY, BOTH, MODEL_ONLY]
     assert all(k == keys[0] for k in keys) and "loss_actor" in keys[0]
     assert lrs[0] == lrs[1] == lrs[2] > lrs[3] == lrs[4]  # two policy updates, two decays
+    assert resumed.actor_optimizer.param_groups[0]["lr"] == lrs[4]
 
-    *_, loss2 = tiny_agent(seed=1)
-    loss2.load_state_dict(snapshot[0])
-    resumed = stepper_for(loss2)
-    resumed.load_state_dict(snapshot[1])
-    for step in (2, 3, 4):
-        torch.manual_seed(step)
-        resumed.step(None, _batch())
-    assert resumed.steps == 5 and resumed.actor_optimizer.param_groups[0]["lr"] == lrs[4]
-    for a, b in zip(_params(loss), _params(loss2), strict=True):
-        torch.testing.assert_close(b, a)
+
+def test_phase_steps_alternate_model_and_policy_phases_and_resume_in_phase():
+    """phase_steps=2: steps 0-1 train the world model only (step 0 also the policy, once, so
+    that every step returns the same keys), steps 2-3 the policy only against the frozen model,
+    4-5 the model again. A stepper restored inside the policy phase continues it: its
+    parameters after steps 3-5 equal the original's."""
+    cfg = PWMOptimConfig(critic_passes=1, phase_steps=2)
+    records, _ = _run_and_resume(cfg, steps=6, snapshot_at=3)
+    changed, keys, _ = zip(*records)
+    assert list(changed) == [BOTH, MODEL_ONLY, POLICY_ONLY, POLICY_ONLY, MODEL_ONLY, MODEL_ONLY]
+    assert all(k == keys[0] for k in keys) and {"loss_actor", "loss_reward"} <= set(keys[0])
+
+
+def test_phase_steps_refuses_nonsense():
+    *_, loss = tiny_agent()
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="phase_steps"):
+            PWMOptimizationStepper(loss, H, config=PWMOptimConfig(phase_steps=bad))
+    with pytest.raises(ValueError, match="policy_every=1"):
+        PWMOptimizationStepper(loss, H, config=PWMOptimConfig(phase_steps=2, policy_every=2))
 
 
 def test_policy_every_refuses_nonsense():

@@ -49,6 +49,11 @@ class PWMOptimConfig:
             the steps between train the world model only, each on a fresh batch: more model
             updates per policy update, and a cheaper step. ``lr_decay_steps`` counts policy
             updates.
+        phase_steps: alternate phases of ``phase_steps`` steps: world-model updates only,
+            then policy updates only against the now frozen model (the policy trains in a
+            fixed "offline simulation", as on PWM's pre-trained models, but online), and so on;
+            ``None`` (default): both at every step. Each step then costs one phase's update,
+            and ``lr_decay_steps`` counts policy updates. Needs ``policy_every=1``.
         max_nonfinite_steps: consecutive steps with a skipped update before
             :class:`NonFiniteLossError` (10).
         critic_shuffle: draw the critic minibatches from a fresh permutation at every pass
@@ -77,6 +82,7 @@ class PWMOptimConfig:
     critic_updates: int | None = None
     world_model_updates: int = 1
     policy_every: int = 1
+    phase_steps: int | None = None
     max_nonfinite_steps: int = 10
     critic_shuffle: bool = True
     compile: bool = False
@@ -154,6 +160,16 @@ class PWMOptimizationStepper(OptimizationStepper):
         every = cfg.policy_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"policy_every must be an integer >= 1, got {cfg.policy_every!r}.")
+        phase = cfg.phase_steps
+        if phase is not None and (
+            isinstance(phase, bool) or not isinstance(phase, int) or phase < 1
+        ):
+            raise ValueError(f"phase_steps must be None or an integer >= 1, got {phase!r}.")
+        if phase is not None and every != 1:
+            raise ValueError(
+                f"phase_steps={phase} alternates world-model and policy phases: it needs "
+                f"policy_every=1, got {every}."
+            )
         self.world_model_optimizer, self.world_model_params, self._extra_head_params = (
             _world_model_adam(loss.world_model, cfg.world_model_lr, cfg.encoder_lr_scale)
         )
@@ -168,6 +184,7 @@ class PWMOptimizationStepper(OptimizationStepper):
         self.target_updater = target_updater
         self.steps = 0
         self._policy_metrics: TensorDictBase | None = None
+        self._world_model_metrics: TensorDictBase | None = None
         device = self.actor_params[0].device
         #: skipped (non-finite) updates per phase, counted on the device
         self.skipped_updates = {k: torch.zeros((), device=device) for k in self.PHASES}
@@ -234,15 +251,25 @@ class PWMOptimizationStepper(OptimizationStepper):
 
     def step(self, trainer: Trainer | None, sub_batch: TensorDictBase) -> TensorDictBase:
         """One PWM step on a batch of slices: :meth:`world_model_step`, then (every
-        ``policy_every``-th step) :meth:`policy_step` from the slices' first observations."""
+        ``policy_every``-th step) :meth:`policy_step` from the slices' first observations;
+        with ``phase_steps``, only the update of the current phase. The first step runs both,
+        so that every step returns the same metric keys."""
+        cfg = self.config
         batch = sub_batch.reshape(-1, self.horizon) if sub_batch.ndim == 1 else sub_batch
         skipped_before = sum(self.skipped_updates.values())
-        metrics = self.world_model_step(batch, record=False)
-        if self.steps % self.config.policy_every == 0 or self._policy_metrics is None:
+        if cfg.phase_steps is None:
+            train_model, train_policy = True, self.steps % cfg.policy_every == 0
+        else:
+            train_policy = (self.steps // cfg.phase_steps) % 2 == 1
+            train_model = not train_policy
+        if train_model or self._world_model_metrics is None:
+            self._world_model_metrics = self.world_model_step(batch, record=False)
+        if train_policy or self._policy_metrics is None:
             self._policy_metrics = self.policy_step(batch[:, 0], record=False)
-        # a world-model-only step repeats the last policy update's metrics: every step
+        # a step without one of the updates repeats that update's last metrics: every step
         # returns the same keys (the Trainer averages them over a batch's steps); the
         # skipped-update counters are the current ones
+        metrics = self._world_model_metrics.clone()
         metrics.update(self._policy_metrics)
         for phase, count in self.skipped_updates.items():
             metrics[f"skipped_updates_{phase}"] = count.clone()
@@ -405,6 +432,9 @@ class PWMOptimizationStepper(OptimizationStepper):
             "policy_metrics": (
                 None if self._policy_metrics is None else self._policy_metrics.to_dict()
             ),
+            "world_model_metrics": (
+                None if self._world_model_metrics is None else self._world_model_metrics.to_dict()
+            ),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -421,6 +451,8 @@ class PWMOptimizationStepper(OptimizationStepper):
         _load_counters(self, state_dict)
         metrics = state_dict.get("policy_metrics")
         self._policy_metrics = None if metrics is None else TensorDict(metrics, batch_size=[])
+        metrics = state_dict.get("world_model_metrics")  # absent from older checkpoints
+        self._world_model_metrics = None if metrics is None else TensorDict(metrics, batch_size=[])
 
 
 def _load_counters(stepper, state_dict: dict) -> None:
