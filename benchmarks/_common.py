@@ -1,5 +1,5 @@
-"""What the benchmarks share: device sync, the speed benchmarks' append-only results CSV,
-and the check that keeps a published table a clone cannot rebuild."""
+"""What the benchmarks share: device sync, FLOP counting, the speed benchmarks' append-only
+results CSV, and the check that keeps a published table a clone cannot rebuild."""
 
 from __future__ import annotations
 
@@ -9,12 +9,37 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def sync(device: torch.device) -> None:
     """Wait for queued CUDA work, so that wall-clock timings cover it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class _TotalsOnly:
+    """Stands in for ``FlopCounterMode``'s module tracker: every FLOP counts as global."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args) -> None:
+        return None
+
+
+def matmul_flops(fn) -> float:
+    """Matrix-product FLOPs (forward and backward) of one call of ``fn``, counted eagerly
+    (:class:`~torch.utils.flop_counter.FlopCounterMode`; the same math when compiled)."""
+    counter = FlopCounterMode(display=False)
+    # Totals only: its per-module tracker walks every module's children, and TorchRL losses
+    # hold TensorDictParams, which refuse the equality test that walk makes.
+    counter.mod_tracker = _TotalsOnly()
+    with torch.compiler.set_stance("force_eager"), counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def append_results(path: Path, fields: Sequence[str], rows: list[dict]) -> list[dict]:

@@ -54,14 +54,13 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
-from torch.utils.flop_counter import FlopCounterMode
 from torchrl.data import Bounded
 
 from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor, make_pwm_policy
 from torchrl_pwm.objectives import PWMLoss
 from torchrl_pwm.trainers import PWMOptimConfig, PWMOptimizationStepper
 
-from _common import append_results, latest, sync  # benchmarks/_common.py
+from _common import append_results, latest, matmul_flops, sync  # benchmarks/_common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "pwm"))
@@ -91,14 +90,6 @@ def _time(fn, device, repeats: int) -> float:
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def _flops(fn) -> float:
-    """Matrix-product FLOPs of one call, counted eagerly (the same math when compiled)."""
-    counter = FlopCounterMode(display=False)
-    with torch.compiler.set_stance("force_eager"), counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def matmul_peak(device: torch.device, repeats: int) -> list[dict]:
@@ -173,7 +164,7 @@ def online(device, variant, repeats) -> dict:
     torch.manual_seed(0)
     spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
     loss, target_updater = make_pwm_loss(cfg, 17, spec, device)
-    stepper = make_pwm_stepper(cfg, loss, target_updater, optim_steps=10_000)
+    stepper = make_pwm_stepper(cfg, loss, target_updater, policy_updates=10_000)
     b, h = cfg.world_model.batch_size, cfg.world_model.horizon
     g = torch.Generator().manual_seed(0)
     obs = torch.randn(b, h + 1, 17, generator=g)
@@ -192,7 +183,7 @@ def _measure(fn, device, repeats: int) -> dict:
         fn()
     sync(device)
     warmup = time.perf_counter() - start
-    flops = _flops(fn)
+    flops = matmul_flops(fn)
     return {"seconds": _time(fn, device, repeats), "gflop": flops / 1e9, "warmup_s": warmup}
 
 

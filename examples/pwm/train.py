@@ -27,7 +27,7 @@ from torchrl_pwm.envs import make_env
 from torchrl_pwm.evaluation import CalibrationMetrics
 from torchrl_pwm.modules import make_pwm_policy
 
-from utils import make_pwm_loss, make_pwm_stepper  # examples/pwm/utils.py
+from utils import make_pwm_loss, make_pwm_stepper, pwm_update_counts  # examples/pwm/utils.py
 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # examples/run_utils.py
 from run_utils import (
@@ -91,9 +91,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     )
 
     # -- optimisation ------------------------------------------------------------------------
-    optim_rounds = max(total_frames - seed_frames, 0) // cfg.collector.frames_per_batch
-    optim_steps = optim_rounds * cfg.collector.optim_steps_per_batch
-    stepper = make_pwm_stepper(cfg, loss, target_updater, optim_steps)
+    updates = pwm_update_counts(cfg, repeat)
+    stepper = make_pwm_stepper(cfg, loss, target_updater, updates["policy"])
 
     # -- logging -----------------------------------------------------------------------------
     log_cfg = cfg.logger

@@ -83,14 +83,27 @@ def make_pwm_loss(
     return loss, target_updater
 
 
+def pwm_update_counts(cfg: DictConfig, repeat: int) -> dict[str, int]:
+    """Optimisation steps of a run of ``cfg`` at action repeat ``repeat``, and how many of them
+    update the world model and the policy: one round of ``optim_steps_per_batch`` steps per
+    ``frames_per_batch`` agent steps after the ``seed_env_steps``; a policy update every
+    ``policy_every``-th step, or half the steps in ``phase_steps`` phases."""
+    c, optim = cfg.collector, cfg.optim
+    total, seed = c.total_env_steps // repeat, c.seed_env_steps // repeat
+    steps = max(total - seed, 0) // c.frames_per_batch * c.optim_steps_per_batch
+    if optim.get("phase_steps"):
+        return {"steps": steps, "world_model": -(-steps // 2), "policy": steps // 2}
+    return {"steps": steps, "world_model": steps, "policy": -(-steps // optim.policy_every)}
+
+
 def make_pwm_stepper(
     cfg: DictConfig,
     loss: PWMLoss,
     target_updater: SoftUpdate | None,
-    optim_steps: int,
+    policy_updates: int,
 ) -> PWMOptimizationStepper:
     """The optimisers, clipping and schedules of ``cfg.optim`` / ``cfg.critic``;
-    ``optim_steps`` (the run's number of updates) sets the learning-rate decay."""
+    ``policy_updates`` (the run's, :func:`pwm_update_counts`) sets the learning-rate decay."""
     optim = cfg.optim
     return PWMOptimizationStepper(
         loss,
@@ -102,12 +115,7 @@ def make_pwm_stepper(
             actor_lr=optim.actor_lr,
             critic_lr=optim.critic_lr,
             final_lr=optim.final_lr,
-            # the schedules step with the policy updates (about half the steps in phases)
-            lr_decay_steps=(
-                -(-optim_steps // (2 if optim.phase_steps else optim.policy_every))
-                if optim.lr_decay
-                else None
-            ),
+            lr_decay_steps=policy_updates if optim.lr_decay else None,  # the schedules
             actor_grad_clip=optim.actor_grad_clip,
             critic_grad_clip=optim.critic_grad_clip,
             critic_passes=cfg.critic.passes,

@@ -87,6 +87,23 @@ def make_sac_modules(cfg: DictConfig, action_spec, device: torch.device):
     return actor, qvalue
 
 
+def make_sac_loss(cfg: DictConfig, actor, qvalue) -> SACLoss:
+    """TorchRL's ``SACLoss`` as ``sota-implementations/sac/utils.make_loss_module``, with its
+    value estimator (materialise the modules' lazy layers first)."""
+    o = cfg.optim
+    loss = SACLoss(
+        actor_network=actor,
+        qvalue_network=qvalue,
+        num_qvalue_nets=o.num_qvalue_nets,
+        loss_function=o.loss_function,
+        delay_actor=False,
+        delay_qvalue=True,
+        alpha_init=o.alpha_init,
+    )
+    loss.make_value_estimator(gamma=o.gamma)
+    return loss
+
+
 @hydra.main(version_base="1.3", config_path="", config_name="config")
 def main(cfg: DictConfig) -> dict:
     with run_directory(cfg) as run_dir:  # refuses old output; failed starts leave nothing
@@ -110,16 +127,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         actor(td)
         qvalue(td)
     o = cfg.optim
-    loss = SACLoss(
-        actor_network=actor,
-        qvalue_network=qvalue,
-        num_qvalue_nets=o.num_qvalue_nets,
-        loss_function=o.loss_function,
-        delay_actor=False,
-        delay_qvalue=True,
-        alpha_init=o.alpha_init,
-    )
-    loss.make_value_estimator(gamma=o.gamma)
+    loss = make_sac_loss(cfg, actor, qvalue)
     target_updater = SoftUpdate(loss, eps=o.target_update_polyak)
     optimizer = group_optimizers(  # sota utils.make_sac_optimizer
         torch.optim.Adam(
