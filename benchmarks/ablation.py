@@ -93,6 +93,16 @@ ARMS: dict[str, tuple[str, list[str]]] = {
             "optim.phase_steps=500",
         ],
     ),
+    "cheap": (
+        "+ a quarter of the FLOPs per run (update_cost.md): 128 slices, world-model slices and "
+        "imagination of 8 steps; aimed at SAC's wall-clock on a CPU",
+        [
+            "actor.mean_penalty_coef=0.0",
+            "world_model.batch_size=128",
+            "world_model.horizon=8",
+            "actor.imagination_horizon=8",
+        ],
+    ),
     "all": (
         "hinge + target + std-floor",
         [

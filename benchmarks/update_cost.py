@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT / "examples" / "pwm"))
 from utils import make_pwm_loss, make_pwm_stepper, pwm_update_counts  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results"
-#: the recipe knobs of the ablation and the issue's candidates, each alone; a row's overrides
-#: are space-separated Hydra overrides of examples/pwm/config.yaml
+#: the recipe knobs of the ablation and the issue's candidates, each alone, and the ablation's
+#: ``cheap`` arm; a row's overrides are space-separated Hydra overrides of examples/pwm/config.yaml
 DEFAULT_VARIANTS = (
     "",
     "world_model.horizon=8",
@@ -50,6 +50,7 @@ DEFAULT_VARIANTS = (
     "collector.optim_steps_per_batch=10",
     "collector.optim_steps_per_batch=10 optim.policy_every=2",
     "collector.optim_steps_per_batch=10 optim.phase_steps=500",
+    "world_model.batch_size=128 world_model.horizon=8 actor.imagination_horizon=8",
 )
 
 
