@@ -1,5 +1,6 @@
-"""What the benchmarks share: device sync, FLOP counting, the speed benchmarks' append-only
-results CSV, and the check that keeps a published table a clone cannot rebuild."""
+"""What the benchmarks share: device sync, random replay slices, FLOP counting, the speed
+benchmarks' append-only results CSV, and the check that keeps a published table a clone cannot
+rebuild."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tensordict import TensorDict
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -16,6 +18,19 @@ def sync(device: torch.device) -> None:
     """Wait for queued CUDA work, so that wall-clock timings cover it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def random_slices(batch: int, horizon: int, obs_dim: int, act_dim: int, device="cpu") -> TensorDict:
+    """``[batch, horizon]`` replay slices of random observations, actions in [-1, 1] and
+    rewards (seeded): an online PWM update's input, for timing and counting it."""
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(batch, horizon + 1, obs_dim, generator=g)
+    return TensorDict(
+        observation=obs[:, :-1],
+        action=torch.rand(batch, horizon, act_dim, generator=g) * 2 - 1,
+        next=TensorDict(observation=obs[:, 1:], reward=torch.rand(batch, horizon, 1, generator=g)),
+        batch_size=[batch, horizon],
+    ).to(device)
 
 
 class _TotalsOnly:

@@ -147,6 +147,7 @@ def _seed(row: dict) -> str:
 
 def write(rows: list[dict], results: Path, cli: str) -> Path:
     """``ablation.csv`` (every run) and ``ablation.md`` (arms: mean ± std over seeds)."""
+    fmt = learning.mean_std_cell
     results.mkdir(parents=True, exist_ok=True)
     with (results / "ablation.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, FIELDS)
@@ -183,10 +184,10 @@ def write(rows: list[dict], results: Path, cli: str) -> Path:
                 col = {k: [r[k] for r in rs] for k in FIELDS}
                 lines.append(
                     f"| `{arm}` | {ARMS[arm][0]} | {', '.join(_seed(r) for r in rs)} "
-                    f"| {learning.mean_std_cell(col['final_return'])} | {learning.mean_std_cell(col['mean_return'])} "
-                    f"| {learning.mean_std_cell(col['promised_over_earned'], 2, 'x')} "
-                    f"| {learning.mean_std_cell(col['value_ratio'], 2)} | {learning.mean_std_cell(col['reward_mae'], 3)} "
-                    f"| {learning.mean_std_cell(col['action_saturation'], 2)} | {learning.mean_std_cell(col['wall_clock_min'], 1)} |"
+                    f"| {fmt(col['final_return'])} | {fmt(col['mean_return'])} "
+                    f"| {fmt(col['promised_over_earned'], 2, 'x')} "
+                    f"| {fmt(col['value_ratio'], 2)} | {fmt(col['reward_mae'], 3)} "
+                    f"| {fmt(col['action_saturation'], 2)} | {fmt(col['wall_clock_min'], 1)} |"
                 )
             lines.append("")
     lines += ["Overrides per arm:", ""]

@@ -26,12 +26,11 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 
 from torchrl_pwm.envs import make_env
 
-from _common import matmul_flops  # benchmarks/_common.py
+from _common import matmul_flops, random_slices  # benchmarks/_common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "pwm"))
@@ -73,14 +72,8 @@ def pwm_cost(task: str, overrides: Sequence[str], env_steps: int) -> dict:
     loss, target_updater = make_pwm_loss(cfg, obs_dim, spec, torch.device("cpu"))
     counts = pwm_update_counts(cfg, env.action_repeat)
     stepper = make_pwm_stepper(cfg, loss, target_updater, max(counts["policy"], 1))
-    b, h, act = cfg.world_model.batch_size, cfg.world_model.horizon, spec.shape[-1]
-    obs = torch.randn(b, h + 1, obs_dim)
-    batch = TensorDict(
-        observation=obs[:, :-1],
-        action=torch.rand(b, h, act) * 2 - 1,
-        next=TensorDict(observation=obs[:, 1:], reward=torch.rand(b, h, 1)),
-        batch_size=[b, h],
-    )
+    wm = cfg.world_model
+    batch = random_slices(wm.batch_size, wm.horizon, obs_dim, spec.shape[-1])
     model = matmul_flops(lambda: stepper.world_model_step(batch)) / 1e9
     policy = matmul_flops(lambda: stepper.policy_step(batch[:, 0])) / 1e9
     env.close()

@@ -60,7 +60,13 @@ from torchrl_pwm.modules import TDMPC2WorldModel, ValueEnsemble, make_pwm_actor,
 from torchrl_pwm.objectives import PWMLoss
 from torchrl_pwm.trainers import PWMOptimConfig, PWMOptimizationStepper
 
-from _common import append_results, latest, matmul_flops, sync  # benchmarks/_common.py
+from _common import (  # benchmarks/_common.py
+    append_results,
+    latest,
+    matmul_flops,
+    random_slices,
+    sync,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "pwm"))
@@ -165,15 +171,8 @@ def online(device, variant, repeats) -> dict:
     spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
     loss, target_updater = make_pwm_loss(cfg, 17, spec, device)
     stepper = make_pwm_stepper(cfg, loss, target_updater, policy_updates=10_000)
-    b, h = cfg.world_model.batch_size, cfg.world_model.horizon
-    g = torch.Generator().manual_seed(0)
-    obs = torch.randn(b, h + 1, 17, generator=g)
-    batch = TensorDict(
-        observation=obs[:, :-1],
-        action=torch.rand(b, h, ACT, generator=g) * 2 - 1,
-        next=TensorDict(observation=obs[:, 1:], reward=torch.rand(b, h, 1, generator=g)),
-        batch_size=[b, h],
-    ).to(device)
+    b = cfg.world_model.batch_size
+    batch = random_slices(b, cfg.world_model.horizon, 17, ACT, device)
     return _measure(lambda: stepper.step(None, batch), device, repeats), b
 
 

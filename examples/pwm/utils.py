@@ -87,12 +87,15 @@ def pwm_update_counts(cfg: DictConfig, repeat: int) -> dict[str, int]:
     """Optimisation steps of a run of ``cfg`` at action repeat ``repeat``, and how many of them
     update the world model and the policy: one round of ``optim_steps_per_batch`` steps per
     ``frames_per_batch`` agent steps after the ``seed_env_steps``; a policy update every
-    ``policy_every``-th step, or half the steps in ``phase_steps`` phases."""
+    ``policy_every``-th step, or the steps of the policy phases with ``phase_steps`` (plus
+    the first step, which updates both: :meth:`PWMOptimizationStepper.step`)."""
     c, optim = cfg.collector, cfg.optim
     total, seed = c.total_env_steps // repeat, c.seed_env_steps // repeat
     steps = max(total - seed, 0) // c.frames_per_batch * c.optim_steps_per_batch
-    if optim.get("phase_steps"):
-        return {"steps": steps, "world_model": -(-steps // 2), "policy": steps // 2}
+    if k := optim.get("phase_steps"):
+        cycles, rest = divmod(steps, 2 * k)  # each cycle: k model steps, then k policy steps
+        model = cycles * k + min(rest, k)
+        return {"steps": steps, "world_model": model, "policy": steps - model + (steps > 0)}
     return {"steps": steps, "world_model": steps, "policy": -(-steps // optim.policy_every)}
 
 

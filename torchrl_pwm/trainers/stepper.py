@@ -269,7 +269,7 @@ class PWMOptimizationStepper(OptimizationStepper):
         # a step without one of the updates repeats that update's last metrics: every step
         # returns the same keys (the Trainer averages them over a batch's steps); the
         # skipped-update counters are the current ones
-        metrics = self._world_model_metrics.clone()
+        metrics = self._world_model_metrics.clone(recurse=False)  # new keys, same tensors
         metrics.update(self._policy_metrics)
         for phase, count in self.skipped_updates.items():
             metrics[f"skipped_updates_{phase}"] = count.clone()
