@@ -92,6 +92,8 @@ def test_pwm_loss_passes_gamma_and_lambda_to_the_right_places():
         expected[:, t] = g
     torch.testing.assert_close(targets, expected)
     assert loss.actor_loss._gamma_lambda() == (pytest.approx(0.9), 1.0)
+    # TD(λ)'s λ is the estimator's own buffer, never read to the host (a CUDA sync per update)
+    assert loss.value_loss.gamma_lambda()[1] is loss.value_loss.value_estimator.lmbda
 
 
 def _tiny_slices(b=8, nan_obs=False):

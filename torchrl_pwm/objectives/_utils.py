@@ -12,13 +12,16 @@ from torchrl.objectives.utils import dispatch_value_estimator
 from torchrl.objectives.value import TD0Estimator, TD1Estimator
 
 
-def estimator_gamma_lambda(estimator) -> tuple[torch.Tensor | float, float]:
-    """``(γ, λ)`` of a TorchRL TD estimator: TD(0) is λ = 0, TD(1) is λ = 1."""
+def estimator_gamma_lambda(estimator) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """``(γ, λ)`` of a TorchRL TD estimator: TD(0) is λ = 0, TD(1) is λ = 1.
+
+    TD(λ)'s λ stays the estimator's buffer (a tensor on the loss's device): reading it as a
+    Python float would synchronise the host with a CUDA device in every update."""
     if isinstance(estimator, TD0Estimator):
         return estimator.gamma, 0.0
     if isinstance(estimator, TD1Estimator):
         return estimator.gamma, 1.0
-    return estimator.gamma, float(estimator.lmbda)
+    return estimator.gamma, estimator.lmbda
 
 
 def detached_parameters(module: nn.Module) -> dict[str, torch.Tensor]:

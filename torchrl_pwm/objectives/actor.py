@@ -381,8 +381,9 @@ class FirstOrderActorLoss(LossModule):
                 model, params, ("reward", states[:, :-1], action, task_seq)
             )  # [B, H, 1]
         gamma, lmbda = self._gamma_lambda()
-        if lmbda == 1.0:
-            # TD(1) only reads the last bootstrap: evaluate the critic there only.
+        if isinstance(lmbda, float) and lmbda == 1.0:
+            # TD(1) only reads the last bootstrap: evaluate the critic there only (TD(λ)'s λ
+            # is a device tensor, not compared here: that would synchronise with the device).
             last = self._bootstrap_values(states[:, -1]).unsqueeze(1)
             next_value = torch.cat([torch.zeros_like(reward[:, 1:]), last], 1)
         else:
@@ -435,7 +436,7 @@ class FirstOrderActorLoss(LossModule):
         rollout = self.imagine_from_latents(latent, task)
         return rollout["return"], self._trajectory(rollout, task)
 
-    def _gamma_lambda(self) -> tuple[torch.Tensor | float, float]:
+    def _gamma_lambda(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         return estimator_gamma_lambda(self.value_estimator)
 
     @torch.no_grad()

@@ -147,7 +147,7 @@ class TDLambdaValueLoss(LossModule):
         """Set the target estimator: ``TDLambda`` (default: gamma 0.99, lmbda 0.95), TD0, TD1."""
         make_estimator(self, value_type, **hyperparams)
 
-    def gamma_lambda(self) -> tuple[torch.Tensor | float, float]:
+    def gamma_lambda(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         """``(γ, λ)`` of the value estimator (TD(0): λ = 0, TD(1): λ = 1)."""
         return estimator_gamma_lambda(self.value_estimator)
 
