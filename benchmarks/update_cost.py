@@ -86,24 +86,28 @@ def pwm_cost(task: str, overrides: Sequence[str], env_steps: int) -> dict:
     }
 
 
-def sac_cost(task: str, overrides: Sequence[str], env_steps: int) -> dict:
-    """GFLOP per update of ``examples/sac`` (``SACLoss``: actor, Q and alpha losses, forward
-    and backward) on ``task``, its update count and the run's TFLOP."""
+def make_sac_update(task: str, device, overrides: Sequence[str] = (), env_steps: int = 100_000):
+    """One update of ``examples/sac`` on ``task`` as a closure over a random batch: ``SACLoss``
+    (actor, Q and alpha losses) forward and backward, its Adam step and the target update.
+    Returns ``(update, cfg, action_repeat)``."""
     sys.path.insert(0, str(ROOT / "examples" / "sac"))
     try:
-        from train import make_sac_loss, make_sac_modules  # examples/sac/train.py
+        from train import make_sac_loss, make_sac_modules, make_sac_optimizer  # examples/sac
     finally:
         sys.path.pop(0)
     cfg = _config("sac", overrides, env_steps)
     env = make_env(task, seed=0, action_repeat=cfg.env.action_repeat)
+    repeat, device = env.action_repeat, torch.device(device)
     torch.manual_seed(0)
-    actor, qvalue = make_sac_modules(cfg, env.action_spec, torch.device("cpu"))
-    fake = env.fake_tensordict()
+    actor, qvalue = make_sac_modules(cfg, env.action_spec.to(device), device)
+    fake = env.fake_tensordict().to(device)
+    env.close()
     with torch.no_grad():  # materialise the lazy layers
         actor(fake)
         qvalue(fake)
     loss = make_sac_loss(cfg, actor, qvalue)
-    SoftUpdate(loss, eps=cfg.optim.target_update_polyak)  # as the example (no warning)
+    optimizer = make_sac_optimizer(cfg, loss)
+    target_updater = SoftUpdate(loss, eps=cfg.optim.target_update_polyak)  # as the example
     batch = fake.expand(cfg.optim.batch_size).clone()
     batch["observation"] = torch.randn_like(batch["observation"])
     batch["next", "observation"] = torch.randn_like(batch["next", "observation"])
@@ -111,11 +115,20 @@ def sac_cost(task: str, overrides: Sequence[str], env_steps: int) -> dict:
     def update() -> None:
         out = loss(batch)
         sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        target_updater.step()
 
+    return update, cfg, repeat
+
+
+def sac_cost(task: str, overrides: Sequence[str], env_steps: int) -> dict:
+    """GFLOP per update of ``examples/sac`` (:func:`make_sac_update`) on ``task``, its update
+    count and the run's TFLOP."""
+    update, cfg, repeat = make_sac_update(task, "cpu", overrides, env_steps)
     gflop = matmul_flops(update) / 1e9
     c = cfg.collector
-    updates = int(max(c.total_env_steps - c.seed_env_steps, 0) // env.action_repeat * c.utd_ratio)
-    env.close()
+    updates = int(max(c.total_env_steps - c.seed_env_steps, 0) // repeat * c.utd_ratio)
     return {"update_gflop": gflop, "updates": updates, "run_tflop": gflop * updates / 1e3}
 
 

@@ -13,6 +13,8 @@ Measures, in one run, on one device:
 - ``pretrain``: one world-model pre-training update (``world_model_step``: ``TDMPC2ModelLoss``
   on 256 slices x 16 steps, clip, Adam) at 1M and 5M;
 - ``online``: one update of ``examples/pwm`` with its config (``PWMOptimizationStepper.step``);
+- ``sac``: one update of ``examples/sac`` with its config (walker-walk sizes): the baseline's
+  update on the same device;
 - ``action_latency``: one action at batch 1 from an observation (5M encoder + actor), through
   ``TensorDictSequential(encoder, actor)`` and through ``make_pwm_policy`` (eager and
   compiled), on one thread.
@@ -48,6 +50,7 @@ import datetime
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -67,6 +70,7 @@ from _common import (  # benchmarks/_common.py
     random_slices,
     sync,
 )
+from update_cost import make_sac_update  # benchmarks/update_cost.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "pwm"))
@@ -176,6 +180,17 @@ def online(device, variant, repeats) -> dict:
     return _measure(lambda: stepper.step(None, batch), device, repeats), b
 
 
+def sac(device, variant, repeats) -> dict:
+    """One update of ``examples/sac`` (walker-walk sizes, batch 256), for the same device's
+    comparison; ``compile`` variants ``torch.compile`` the whole update (loss, backward, Adam,
+    target update), as TorchRL's sota SAC script can (the example itself runs eager)."""
+    compile_, mode = VARIANTS[variant]
+    update, cfg, _ = make_sac_update("walker-walk", device)
+    if compile_:
+        update = torch.compile(update, mode=mode)
+    return _measure(update, device, repeats), cfg.optim.batch_size
+
+
 def _measure(fn, device, repeats: int) -> dict:
     start = time.perf_counter()
     for _ in range(2):  # compilation (and CUDA-graph recording) happen here
@@ -226,7 +241,7 @@ def main(argv=None) -> list[dict]:
         "--only",
         nargs="+",
         default=["peak", "policy_step", "pretrain", "online", "action_latency"],
-        choices=["peak", "policy_step", "pretrain", "online", "action_latency"],
+        choices=["peak", "policy_step", "pretrain", "online", "sac", "action_latency"],
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1M B=512 policy step only")
@@ -282,26 +297,40 @@ def main(argv=None) -> list[dict]:
             emit(r)
     policy_cases = [("1M", 512)] if args.quick else [("1M", 512), ("1M", 64), ("5M", 512)]
     variants = [v for v in args.variants if v != "cudagraph" or device.type == "cuda"]
-    # case by case, every variant of a case together: a run cut short has whole comparisons
+    cases = []  # (what, preset, batch, variant, measure); case by case, every variant of a
+    # case together: a run cut short has whole comparisons
     if "policy_step" in args.only:
         for preset, batch in policy_cases:
-            for variant in variants:
-                r = policy_step(preset, batch, device, variant, args.repeats)
-                emit({"what": "policy_step", **r}, preset, batch, variant)
+            for v in variants:
+                cases.append(("policy_step", preset, batch, v, partial(policy_step, preset, batch)))
     if "pretrain" in args.only and not args.quick:
         for preset in ("1M", "5M"):
-            for variant in variants:
-                r = pretrain(preset, device, variant, args.repeats)
-                emit({"what": "pretrain_update", **r}, preset, 256, variant)
-    if "online" in args.only and not args.quick:
-        for variant in variants:
-            r, b = online(device, variant, args.repeats)
-            emit({"what": "online_update", **r}, "pwm", b, variant)
+            for v in variants:
+                cases.append(("pretrain_update", preset, 256, v, partial(pretrain, preset)))
+    for what, fn in (("online", online), ("sac", sac)):
+        if what in args.only and not args.quick:
+            cases += [
+                (f"{what}_update", what.replace("online", "pwm"), None, v, fn) for v in variants
+            ]
+    failed = []
+    for what, preset, batch, variant, measure in cases:
+        try:  # one failing case (a compile mode on a new device, say) loses no other row
+            r = measure(device, variant, args.repeats)
+        except Exception as err:  # reported, and the run exits non-zero
+            failed.append(f"{what} {preset} {batch or ''} {variant}: {type(err).__name__}: {err}")
+            print(f"FAILED {failed[-1]}", file=sys.stderr, flush=True)
+            torch._dynamo.reset()
+            continue
+        if isinstance(r, tuple):  # online / sac: (row, batch)
+            r, batch = r
+        emit({"what": what, **r}, preset, batch, variant)
     if "action_latency" in args.only and not args.quick:
         for r in action_latency(device, args.repeats):
             emit(r, "5M", 1)
     if not args.no_write:
         _write_markdown()
+    if failed:
+        raise SystemExit(f"{len(failed)} case(s) failed:\n" + "\n".join(failed))
     return rows
 
 

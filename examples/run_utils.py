@@ -37,6 +37,7 @@ from torchrl_pwm.trainers import (
     check_fresh_run,
     make_logger,
     register_run_hooks,
+    timing_split,
     write_timings,
 )
 
@@ -236,10 +237,16 @@ def resume_command() -> str:
     return shlex.join(["python", sys.argv[0], *args, "resume=true"])
 
 
-def train(trainer: Trainer, hooks: RunHooks) -> None:
+def train(
+    trainer: Trainer,
+    hooks: RunHooks,
+    timings: Callable[[], dict[str, float]] | None = None,
+) -> None:
     """``trainer.train()``, stopping cleanly on Ctrl-C / SIGTERM: the step in progress
     finishes, a checkpoint is written, and the script exits (status 128 + the signal number)
-    with one line saying how to resume. A resumed run that had finished trains nothing."""
+    with one line saying how to resume, after the wall-clock split so far
+    (:func:`~torchrl_pwm.trainers.timing_split` of ``timings()``). A resumed run that had
+    finished trains nothing."""
     env_steps = trainer.collected_frames * hooks.frame_to_env_steps
     if trainer.collected_frames >= trainer.total_frames:
         print(f"The run had finished ({env_steps} env steps): nothing more to train.", flush=True)
@@ -261,6 +268,8 @@ def train(trainer: Trainer, hooks: RunHooks) -> None:
         )
     else:
         message = f"Stopped at {env_steps} env steps; no checkpoint (checkpoint.every is off)."
+    split = timing_split(hooks, timings() if timings is not None else None)
+    print(f"wall-clock so far {split['total_s'] / 60:.1f} min; split: {split}", flush=True)
     print(message, file=sys.stderr, flush=True)
     raise SystemExit(128 + hooks.stop.received)
 

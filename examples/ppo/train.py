@@ -231,7 +231,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     )
 
     # -- train -------------------------------------------------------------------------------
-    train(trainer, hooks)  # evaluates and checkpoints at the end too; Ctrl-C checkpoints
+    # evaluates and checkpoints at the end too; Ctrl-C / SIGTERM checkpoints and prints the split
+    train(trainer, hooks, lambda: {"optimization": stepper.seconds})
     print(f"{stepper.steps} PPO updates in {stepper.seconds:.1f} s", flush=True)
     return finish_run(
         hooks,

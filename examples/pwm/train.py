@@ -141,7 +141,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     )
 
     # -- train -------------------------------------------------------------------------------
-    train(trainer, hooks)  # evaluates and checkpoints at the end too; Ctrl-C checkpoints
+    # evaluates and checkpoints at the end too; Ctrl-C / SIGTERM checkpoints and prints the split
+    train(trainer, hooks, lambda: stepper.timings)
     result = finish_run(
         hooks,
         label="PWM (torchrl_pwm)",

@@ -104,6 +104,26 @@ def make_sac_loss(cfg: DictConfig, actor, qvalue) -> SACLoss:
     return loss
 
 
+def make_sac_optimizer(cfg: DictConfig, loss: SACLoss) -> torch.optim.Optimizer:
+    """Adam for the actor, the Q-networks and the temperature (sota utils.make_sac_optimizer)."""
+    o = cfg.optim
+    return group_optimizers(
+        torch.optim.Adam(
+            loss.actor_network_params.flatten_keys().values(),
+            lr=o.lr,
+            weight_decay=o.weight_decay,
+            eps=o.adam_eps,
+        ),
+        torch.optim.Adam(
+            loss.qvalue_network_params.flatten_keys().values(),
+            lr=o.lr,
+            weight_decay=o.weight_decay,
+            eps=o.adam_eps,
+        ),
+        torch.optim.Adam([loss.log_alpha], lr=3.0e-4),
+    )
+
+
 @hydra.main(version_base="1.3", config_path="", config_name="config")
 def main(cfg: DictConfig) -> dict:
     with run_directory(cfg) as run_dir:  # refuses old output; failed starts leave nothing
@@ -129,21 +149,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     o = cfg.optim
     loss = make_sac_loss(cfg, actor, qvalue)
     target_updater = SoftUpdate(loss, eps=o.target_update_polyak)
-    optimizer = group_optimizers(  # sota utils.make_sac_optimizer
-        torch.optim.Adam(
-            loss.actor_network_params.flatten_keys().values(),
-            lr=o.lr,
-            weight_decay=o.weight_decay,
-            eps=o.adam_eps,
-        ),
-        torch.optim.Adam(
-            loss.qvalue_network_params.flatten_keys().values(),
-            lr=o.lr,
-            weight_decay=o.weight_decay,
-            eps=o.adam_eps,
-        ),
-        torch.optim.Adam([loss.log_alpha], lr=3.0e-4),
-    )
+    optimizer = make_sac_optimizer(cfg, loss)
 
     # -- data --------------------------------------------------------------------------------
     total_frames = cfg.collector.total_env_steps // repeat
@@ -206,7 +212,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     )
 
     # -- train -------------------------------------------------------------------------------
-    train(trainer, hooks)  # evaluates and checkpoints at the end too; Ctrl-C checkpoints
+    # evaluates and checkpoints at the end too; Ctrl-C / SIGTERM checkpoints and prints the split
+    train(trainer, hooks, lambda: {"optimization": stepper.seconds})
     print(f"{stepper.steps} SAC updates in {stepper.seconds:.1f} s", flush=True)
     return finish_run(
         hooks,

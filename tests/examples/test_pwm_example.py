@@ -142,9 +142,13 @@ def test_example_sigint_checkpoints_then_resumes_to_the_unkilled_state(tmp_path)
         time.sleep(0.1)
     time.sleep(2.0)  # into the training phase (seed steps end at 200 env steps)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=300)
+    stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    # where the time went so far (timings.json is only written by a finished run)
+    (split,) = [ln for ln in stdout.splitlines() if ln.startswith("wall-clock so far")]
+    assert "'world_model_s'" in split and "'evaluation_s'" in split
+    assert not (run_dir / "timings.json").exists()
     (line,) = [ln for ln in stderr.splitlines() if "Resume with:" in ln]
     command = line.split("Resume with: ")[1]
     assert command.endswith("resume=true") and "checkpoint.pt" in line

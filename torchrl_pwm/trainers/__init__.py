@@ -15,6 +15,7 @@ from torchrl_pwm.trainers.runs import (
     check_fresh_run,
     make_logger,
     register_run_hooks,
+    timing_split,
     write_timings,
 )
 from torchrl_pwm.trainers.stepper import NonFiniteLossError, PWMOptimConfig, PWMOptimizationStepper
@@ -37,5 +38,6 @@ __all__ = [
     "evaluate_policy",
     "make_logger",
     "register_run_hooks",
+    "timing_split",
     "write_timings",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "check_fresh_run",
     "make_logger",
     "register_run_hooks",
+    "timing_split",
     "write_timings",
 ]
 
@@ -296,17 +297,11 @@ def register_run_hooks(
     return RunHooks(evaluator, checkpoint, stop, progress, run_dir, frame_to_env_steps)
 
 
-def write_timings(hooks: RunHooks, timings: dict[str, float] | None = None) -> dict[str, float]:
-    """Write ``run_dir/timings.json``; its existence marks the run finished.
-
-    It holds ``timings`` (seconds, e.g. ``{"optimization": 12.0}``, written as
-    ``optimization_s``), ``evaluation_s``, ``checkpoint_s``, the remainder
-    ``collection_and_overhead_s`` and ``total_s``, the run's wall-clock over all its
-    processes (resumed runs included).
-
-    Returns:
-        The dictionary written.
-    """
+def timing_split(hooks: RunHooks, timings: dict[str, float] | None = None) -> dict[str, float]:
+    """Where a run's wall-clock went so far, in seconds: ``timings`` (e.g.
+    ``{"optimization": 12.0}``, keyed ``optimization_s``), ``evaluation_s``, ``checkpoint_s``,
+    the remainder ``collection_and_overhead_s`` and ``total_s``, the run's wall-clock over all
+    its processes (resumed runs included)."""
     evaluator, checkpoint = hooks.evaluator, hooks.checkpoint
     total = evaluator.state_dict()["elapsed"]
     split = {f"{k}_s": round(v, 1) for k, v in (timings or {}).items()}
@@ -314,5 +309,16 @@ def write_timings(hooks: RunHooks, timings: dict[str, float] | None = None) -> d
     split["checkpoint_s"] = round(checkpoint.save_seconds, 1) if checkpoint else 0.0
     split["collection_and_overhead_s"] = round(total - sum(split.values()), 1)
     split["total_s"] = round(total, 1)
+    return split
+
+
+def write_timings(hooks: RunHooks, timings: dict[str, float] | None = None) -> dict[str, float]:
+    """Write :func:`timing_split` to ``run_dir/timings.json``; its existence marks the run
+    finished.
+
+    Returns:
+        The dictionary written.
+    """
+    split = timing_split(hooks, timings)
     (hooks.run_dir / "timings.json").write_text(json.dumps(split, indent=1))
     return split
