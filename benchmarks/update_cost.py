@@ -37,19 +37,23 @@ sys.path.insert(0, str(ROOT / "examples" / "pwm"))
 from utils import make_pwm_loss, make_pwm_stepper, pwm_update_counts  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results"
-#: the recipe knobs of the ablation and the issue's candidates, each alone, and the ablation's
-#: ``cheap`` arm; a row's overrides are space-separated Hydra overrides of examples/pwm/config.yaml
+#: the paper's sizes (the ablation's ``PAPER_SIZES``, the example's defaults until 2026-11-30)
+PAPER = "world_model.batch_size=256 world_model.horizon=16 actor.imagination_horizon=16"
+#: the example's defaults, the paper's sizes, then the recipe knobs of the ablation and the
+#: issue's candidates, each alone on the paper's sizes; a row's overrides are space-separated
+#: Hydra overrides of examples/pwm/config.yaml, applied in order (a later one wins)
 DEFAULT_VARIANTS = (
     "",
-    "world_model.horizon=8",
-    "world_model.batch_size=128",
-    "actor.imagination_horizon=8",
-    "critic.updates=4",
+    PAPER,
+    f"{PAPER} world_model.horizon=8",
+    f"{PAPER} world_model.batch_size=128",
+    f"{PAPER} actor.imagination_horizon=8",
+    f"{PAPER} critic.updates=4",
+    f"{PAPER} world_model.size=1M",
+    f"{PAPER} collector.optim_steps_per_batch=10",
+    f"{PAPER} collector.optim_steps_per_batch=10 optim.policy_every=2",
+    f"{PAPER} collector.optim_steps_per_batch=10 optim.phase_steps=500",
     "world_model.size=1M",
-    "collector.optim_steps_per_batch=10",
-    "collector.optim_steps_per_batch=10 optim.policy_every=2",
-    "collector.optim_steps_per_batch=10 optim.phase_steps=500",
-    "world_model.batch_size=128 world_model.horizon=8 actor.imagination_horizon=8",
 )
 
 
@@ -150,8 +154,13 @@ def markdown(task: str, env_steps: int, sac: dict, rows: list[tuple[str, dict]])
         "|---|---|---|---|---|---|",
     ]
     for overrides, r in rows:
+        label = f"`{overrides}`" if overrides else "(defaults)"
+        if overrides == PAPER:
+            label = f"paper's sizes: {label}"
+        elif overrides.startswith(PAPER + " "):
+            label = f"paper's sizes + `{overrides[len(PAPER) + 1 :]}`"
         lines.append(
-            f"| {f'`{overrides}`' if overrides else '(defaults)'} "
+            f"| {label} "
             f"| {r['world_model_gflop']:.1f} | {r['policy_gflop']:.1f} "
             f"| {r['world_model_updates']:,} / {r['policy_updates']:,} "
             f"| {r['run_tflop']:.0f} | {r['run_tflop'] / sac['run_tflop']:.1f} |"
