@@ -13,6 +13,15 @@ import torch
 from tensordict import TensorDict
 from torch.utils.flop_counter import FlopCounterMode
 
+#: The 16-step recipe, ``examples/pwm``'s defaults until 2026-11-30 (the paper's horizons at
+#: 256 slices), as Hydra overrides: the ablation's arms, update_cost's rows and the offline
+#: benchmark's PWM data run pin it, so that the 8-step defaults do not change what they measure.
+SIXTEEN_STEP = (
+    "world_model.batch_size=256",
+    "world_model.horizon=16",
+    "actor.imagination_horizon=16",
+)
+
 
 def sync(device: torch.device) -> None:
     """Wait for queued CUDA work, so that wall-clock timings cover it."""

@@ -35,43 +35,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import learning  # benchmarks/learning.py: plan, command, execute
 
+from _common import SIXTEEN_STEP  # benchmarks/_common.py
+
 ROOT = learning.ROOT
 RUNS = ROOT / "outputs" / "benchmarks" / "ablation"
 RESULTS = ROOT / "docs" / "results"
 
-#: The paper's sizes, which the arms below were measured with until the example's defaults
-#: became the ``cheap`` arm (2026-11-30): 256 slices of 16 steps and a 16-step imagination.
-PAPER_SIZES = [
-    "world_model.batch_size=256",
-    "world_model.horizon=16",
-    "actor.imagination_horizon=16",
-]
 #: arm -> (what it changes, Hydra overrides). ``paper`` is the baseline: PWM's actor and
-#: horizons as published, at the example's online defaults otherwise (update ratio, network
-#: sizes). Every other single-change arm adds one change to it; ``all`` combines the cheap ones;
-#: ``cheap`` is the example's defaults.
+#: horizons as published, in the 16-step recipe (``_common.SIXTEEN_STEP``, 256 slices) at the
+#: example's online settings otherwise (update ratio, network sizes). Every other single-change
+#: arm adds one change to it; ``all`` combines the cheap ones; ``cheap`` is the example's
+#: defaults since 2026-11-30, spelled out so that a later default change leaves it alone.
 ARMS: dict[str, tuple[str, list[str]]] = {
     "paper": (
         "PWM's actor as published (no mean penalty)",
-        [*PAPER_SIZES, "actor.mean_penalty_coef=0.0"],
+        [*SIXTEEN_STEP, "actor.mean_penalty_coef=0.0"],
     ),
     "penalty": (
         "+ pre-tanh mean penalty 1e-3 (the example's default until 2026-11-30, morning)",
-        [*PAPER_SIZES, "actor.mean_penalty_coef=1e-3", "actor.mean_penalty_threshold=0.0"],
+        [*SIXTEEN_STEP, "actor.mean_penalty_coef=1e-3", "actor.mean_penalty_threshold=0.0"],
     ),
     "hinge": (
         "+ mean penalty 1e-3 only beyond a pre-tanh mean of ±3 "
         "(the example's default until 2026-11-30, evening)",
-        [*PAPER_SIZES, "actor.mean_penalty_coef=1e-3", "actor.mean_penalty_threshold=3.0"],
+        [*SIXTEEN_STEP, "actor.mean_penalty_coef=1e-3", "actor.mean_penalty_threshold=3.0"],
     ),
     "target": (
         "+ actor bootstraps from the target critic (SHAC)",
-        [*PAPER_SIZES, "actor.mean_penalty_coef=0.0", "actor.bootstrap=target"],
+        [*SIXTEEN_STEP, "actor.mean_penalty_coef=0.0", "actor.bootstrap=target"],
     ),
     "std-floor": (
         "+ exploration floor: actor std >= 0.5",
         [
-            *PAPER_SIZES,
+            *SIXTEEN_STEP,
             "actor.mean_penalty_coef=0.0",
             "actor.init_log_std=-0.693",
             "actor.min_log_std=-0.693",
@@ -80,7 +76,7 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "disagreement": (
         "+ penalty on reward-head disagreement (5 heads, c = 1)",
         [
-            *PAPER_SIZES,
+            *SIXTEEN_STEP,
             "actor.mean_penalty_coef=0.0",
             "world_model.reward_ensemble=5",
             "actor.disagreement_coef=1.0",
@@ -88,12 +84,12 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     ),
     "wm-1M": (
         "+ TD-MPC2's 1M world model instead of the 0.3M one",
-        [*PAPER_SIZES, "actor.mean_penalty_coef=0.0", "world_model.size=1M"],
+        [*SIXTEEN_STEP, "actor.mean_penalty_coef=0.0", "world_model.size=1M"],
     ),
     "wm-updates": (
         "+ two world-model updates per policy update (each on a fresh batch)",
         [
-            *PAPER_SIZES,
+            *SIXTEEN_STEP,
             "actor.mean_penalty_coef=0.0",
             "collector.optim_steps_per_batch=10",
             "optim.policy_every=2",
@@ -101,13 +97,13 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     ),
     "ratio": (
         "+ one update per agent step (twice the default ratio, twice the time)",
-        [*PAPER_SIZES, "actor.mean_penalty_coef=0.0", "collector.optim_steps_per_batch=10"],
+        [*SIXTEEN_STEP, "actor.mean_penalty_coef=0.0", "collector.optim_steps_per_batch=10"],
     ),
     "phases": (
         "+ phases of 500 steps: world model only, then policy only on the frozen model "
         "(same update counts: 10 steps per round)",
         [
-            *PAPER_SIZES,
+            *SIXTEEN_STEP,
             "actor.mean_penalty_coef=0.0",
             "collector.optim_steps_per_batch=10",
             "optim.phase_steps=500",
@@ -116,12 +112,17 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "cheap": (
         "+ a quarter of the FLOPs per run (update_cost.md): 128 slices, world-model slices and "
         "imagination of 8 steps (the example's default since 2026-11-30)",
-        ["actor.mean_penalty_coef=0.0"],
+        [
+            "actor.mean_penalty_coef=0.0",
+            "world_model.batch_size=128",
+            "world_model.horizon=8",
+            "actor.imagination_horizon=8",
+        ],
     ),
     "all": (
         "hinge + target + std-floor",
         [
-            *PAPER_SIZES,
+            *SIXTEEN_STEP,
             "actor.mean_penalty_coef=1e-3",
             "actor.mean_penalty_threshold=3.0",
             "actor.bootstrap=target",

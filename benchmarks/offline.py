@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import learning  # noqa: E402  (benchmarks/learning.py: the online runs and their folders)
 
-from _common import unrebuilt_rows  # noqa: E402
+from _common import SIXTEEN_STEP, unrebuilt_rows  # noqa: E402
 
 OUT = ROOT / "outputs" / "benchmarks" / "offline"
 RESULTS = ROOT / "docs" / "results"
@@ -73,7 +73,7 @@ COMMITTED_CURVES = ("learning.csv", "learning_2026-11-26/learning.csv")
 # Which online agent's replay buffer makes each task's data, and its budget (env steps).
 # SAC for the locomotion tasks: 2-3x cheaper per env step than online PWM on this CPU and
 # within the seed spread of it at 100k on cheetah-run (learning_2026-11-26.md); PWM on cartpole-swingup,
-# where its 20k-step demo already reaches ~700-800.
+# where its 20k-step demo already reached ~700-800 with the 16-step recipe it keeps here.
 DEFAULT_SOURCES = (
     "cartpole-swingup:pwm:20000",
     "cheetah-run:sac:50000",
@@ -158,10 +158,12 @@ def stage_data(args, ledger: Ledger) -> None:
             continue
         if step.action == "busy":
             raise SystemExit(f"{name}: another process holds {step.run.run_dir}; rerun later.")
-        # the task's default action repeat (2 on DMC), the dataset's: examples/sac's own is 1
+        # the task's default action repeat (2 on DMC), the dataset's: examples/sac's own is 1;
+        # PWM's data run keeps the recipe the committed dataset was made with
+        extra = ["env.action_repeat=null", *(SIXTEEN_STEP if algorithm == "pwm" else ())]
         cmd = learning.command(step.run, resume=step.action == "resume",
                                eval_every=args.data_eval_every, eval_episodes=10,
-                               threads=args.threads, extra=["env.action_repeat=null"])  # fmt: skip
+                               threads=args.threads, extra=extra)  # fmt: skip
         print(f"[{step.action}] {name}", flush=True)
         t0 = time.perf_counter()
         code = learning.execute(step, cmd)

@@ -14,14 +14,14 @@ steps). How fast this machine runs those FLOPs: ``update_path.md``. Writes
 ``docs/results/update_cost.md``.
 
     python benchmarks/update_cost.py                               # walker-walk, 100k
-    python benchmarks/update_cost.py --task cheetah-run --variants world_model.batch_size=128
+    python benchmarks/update_cost.py --task cheetah-run --variants world_model.batch_size=256
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -30,29 +30,30 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_pwm.envs import make_env
 
-from _common import matmul_flops, random_slices  # benchmarks/_common.py
+from _common import SIXTEEN_STEP, matmul_flops, random_slices  # benchmarks/_common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "pwm"))
 from utils import make_pwm_loss, make_pwm_stepper, pwm_update_counts  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results"
-#: the paper's sizes (the ablation's ``PAPER_SIZES``, the example's defaults until 2026-11-30)
-PAPER = "world_model.batch_size=256 world_model.horizon=16 actor.imagination_horizon=16"
-#: the example's defaults, the paper's sizes, then the recipe knobs of the ablation and the
-#: issue's candidates, each alone on the paper's sizes; a row's overrides are space-separated
-#: Hydra overrides of examples/pwm/config.yaml, applied in order (a later one wins)
+#: the 16-step recipe (``_common.SIXTEEN_STEP``), as one row's overrides
+SIXTEEN = " ".join(SIXTEEN_STEP)
+#: the example's defaults, the 16-step recipe, each recipe knob of the ablation and the issue's
+#: candidates alone on the 16-step recipe, and the 1M world model on the defaults; a row's
+#: overrides are space-separated Hydra overrides of examples/pwm/config.yaml, applied in order
+#: (a later one wins)
 DEFAULT_VARIANTS = (
     "",
-    PAPER,
-    f"{PAPER} world_model.horizon=8",
-    f"{PAPER} world_model.batch_size=128",
-    f"{PAPER} actor.imagination_horizon=8",
-    f"{PAPER} critic.updates=4",
-    f"{PAPER} world_model.size=1M",
-    f"{PAPER} collector.optim_steps_per_batch=10",
-    f"{PAPER} collector.optim_steps_per_batch=10 optim.policy_every=2",
-    f"{PAPER} collector.optim_steps_per_batch=10 optim.phase_steps=500",
+    SIXTEEN,
+    f"{SIXTEEN} world_model.horizon=8",
+    f"{SIXTEEN} world_model.batch_size=128",
+    f"{SIXTEEN} actor.imagination_horizon=8",
+    f"{SIXTEEN} critic.updates=4",
+    f"{SIXTEEN} world_model.size=1M",
+    f"{SIXTEEN} collector.optim_steps_per_batch=10",
+    f"{SIXTEEN} collector.optim_steps_per_batch=10 optim.policy_every=2",
+    f"{SIXTEEN} collector.optim_steps_per_batch=10 optim.phase_steps=500",
     "world_model.size=1M",
 )
 
@@ -90,7 +91,12 @@ def pwm_cost(task: str, overrides: Sequence[str], env_steps: int) -> dict:
     }
 
 
-def make_sac_update(task: str, device, overrides: Sequence[str] = (), env_steps: int = 100_000):
+def make_sac_update(
+    task: str,
+    device: torch.device | str,
+    overrides: Sequence[str] = (),
+    env_steps: int = 100_000,
+) -> tuple[Callable[[], None], DictConfig, int]:
     """One update of ``examples/sac`` on ``task`` as a closure over a random batch: ``SACLoss``
     (actor, Q and alpha losses) forward and backward, its Adam step and the target update.
     Returns ``(update, cfg, action_repeat)``."""
@@ -155,10 +161,10 @@ def markdown(task: str, env_steps: int, sac: dict, rows: list[tuple[str, dict]])
     ]
     for overrides, r in rows:
         label = f"`{overrides}`" if overrides else "(defaults)"
-        if overrides == PAPER:
-            label = f"paper's sizes: {label}"
-        elif overrides.startswith(PAPER + " "):
-            label = f"paper's sizes + `{overrides[len(PAPER) + 1 :]}`"
+        if overrides == SIXTEEN:
+            label = f"16-step recipe: {label}"
+        elif overrides.startswith(SIXTEEN + " "):
+            label = f"16-step recipe + `{overrides[len(SIXTEEN) + 1 :]}`"
         lines.append(
             f"| {label} "
             f"| {r['world_model_gflop']:.1f} | {r['policy_gflop']:.1f} "

@@ -13,8 +13,8 @@ Measures, in one run, on one device:
 - ``pretrain``: one world-model pre-training update (``world_model_step``: ``TDMPC2ModelLoss``
   on 256 slices x 16 steps, clip, Adam) at 1M and 5M;
 - ``online``: one update of ``examples/pwm`` with its config (``PWMOptimizationStepper.step``);
-- ``sac``: one update of ``examples/sac`` with its config (walker-walk sizes): the baseline's
-  update on the same device;
+- ``sac`` (only with ``--only ... sac``): one update of ``examples/sac`` with its config
+  (walker-walk sizes): the baseline's update on the same device;
 - ``action_latency``: one action at batch 1 from an observation (5M encoder + actor), through
   ``TensorDictSequential(encoder, actor)`` and through ``make_pwm_policy`` (eager and
   compiled), on one thread.
@@ -167,7 +167,7 @@ def pretrain(preset, device, variant, repeats) -> dict:
     return _measure(lambda: stepper.world_model_step(batch), device, repeats)
 
 
-def online(device, variant, repeats) -> dict:
+def online(device, variant, repeats) -> tuple[dict, int]:
     compile_, mode = VARIANTS[variant]
     cfg = OmegaConf.load(ROOT / "examples" / "pwm" / "config.yaml")
     cfg.compile.enabled, cfg.compile.mode = compile_, mode
@@ -180,7 +180,7 @@ def online(device, variant, repeats) -> dict:
     return _measure(lambda: stepper.step(None, batch), device, repeats), b
 
 
-def sac(device, variant, repeats) -> dict:
+def sac(device, variant, repeats) -> tuple[dict, int]:
     """One update of ``examples/sac`` (walker-walk sizes, batch 256), for the same device's
     comparison; ``compile`` variants ``torch.compile`` the whole update (loss, backward, Adam,
     target update), as TorchRL's sota SAC script can (the example itself runs eager)."""

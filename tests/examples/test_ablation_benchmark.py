@@ -70,3 +70,17 @@ def test_every_arm_overrides_existing_example_keys():
         for override in overrides:
             key = override.split("=", 1)[0]
             assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", (arm, key)
+
+
+def test_every_arm_spells_out_its_sizes():
+    """An arm measures the same recipe whatever the example's defaults become: every arm but
+    ``cheap`` runs the 16-step recipe, ``cheap`` its own 128 slices of 8 and 8-step imagination
+    (today's defaults, which it must not merely inherit)."""
+    ablation = load_module(SCRIPT)
+    common = load_module(ROOT / "benchmarks" / "_common.py")
+    for arm, (_, overrides) in ablation.ARMS.items():
+        if arm == "cheap":
+            assert {"world_model.batch_size=128", "world_model.horizon=8",
+                    "actor.imagination_horizon=8"} <= set(overrides)  # fmt: skip
+        else:
+            assert overrides[: len(common.SIXTEEN_STEP)] == list(common.SIXTEEN_STEP), arm

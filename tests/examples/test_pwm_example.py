@@ -217,8 +217,8 @@ def test_example_default_config_learns(tmp_path):
     at ~75 (docs/results/online: 74.5-75.2 for every seed before it learns); the 100k-budget
     PWM runs score 188, 348 and 251 at 20k env steps. The old check (max return > 0) passed
     with random actions. With the old defaults (one update every 5 agent steps, decaying
-    learning rates) this job ended at 74.7 and failed; with today's it ended at 735 (the
-    README's seed-0 run).
+    learning rates) this job ended at 74.7 and failed; with the 16-step defaults of 2026-11-30
+    at 698-823 (the README's seed-0 runs, 20k env steps).
     """
     run_dir = tmp_path / "run"
     out = subprocess.run(

@@ -66,3 +66,21 @@ def test_flops_scale_with_the_batch_and_the_table_is_written(cost, tmp_path):
     assert len(rows) == 1
     table = (tmp_path / "update_cost.md").read_text()
     assert table.count("| `world_model.latent_dim=16") == 1 and "TFLOP per run" in table
+
+
+def test_rows_name_the_recipe_they_change_and_override_existing_keys(cost):
+    """The default rows override keys of examples/pwm/config.yaml, and the table labels a row
+    on the 16-step recipe as such (its overrides are long)."""
+    cfg = OmegaConf.load(ROOT / "examples" / "pwm" / "config.yaml")
+    for row in cost.DEFAULT_VARIANTS:
+        for key in (o.split("=", 1)[0] for o in row.split()):
+            assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", (row, key)
+    sac = {"update_gflop": 1.0, "updates": 10, "run_tflop": 1.0}
+    r = {"world_model_gflop": 1.0, "policy_gflop": 1.0, "world_model_updates": 1,
+         "policy_updates": 1, "run_tflop": 2.0}  # fmt: skip
+    table = cost.markdown("walker-walk", 1000, sac, [
+        ("", r), (cost.SIXTEEN, r), (f"{cost.SIXTEEN} critic.updates=4", r)
+    ])  # fmt: skip
+    assert "| (defaults) |" in table
+    assert f"| 16-step recipe: `{cost.SIXTEEN}` |" in table
+    assert "| 16-step recipe + `critic.updates=4` |" in table

@@ -148,7 +148,9 @@ class TDLambdaValueLoss(LossModule):
         make_estimator(self, value_type, **hyperparams)
 
     def gamma_lambda(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        """``(γ, λ)`` of the value estimator (TD(0): λ = 0, TD(1): λ = 1)."""
+        """``(γ, λ)`` of the value estimator (TD(0): λ = 0, TD(1): λ = 1). TD(λ)'s λ is the
+        estimator's buffer, a tensor on the loss's device: comparing it on the host
+        (``lmbda == 1.0``) synchronises with a CUDA device."""
         return estimator_gamma_lambda(self.value_estimator)
 
     @torch.no_grad()

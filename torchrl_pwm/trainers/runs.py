@@ -301,7 +301,11 @@ def timing_split(hooks: RunHooks, timings: dict[str, float] | None = None) -> di
     """Where a run's wall-clock went so far, in seconds: ``timings`` (e.g.
     ``{"optimization": 12.0}``, keyed ``optimization_s``), ``evaluation_s``, ``checkpoint_s``,
     the remainder ``collection_and_overhead_s`` and ``total_s``, the run's wall-clock over all
-    its processes (resumed runs included)."""
+    its processes (resumed runs included).
+
+    Returns:
+        ``{"<name>_s": seconds, ..., "total_s": seconds}``; the parts sum to ``total_s``.
+    """
     evaluator, checkpoint = hooks.evaluator, hooks.checkpoint
     total = evaluator.state_dict()["elapsed"]
     split = {f"{k}_s": round(v, 1) for k, v in (timings or {}).items()}
