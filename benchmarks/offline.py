@@ -69,7 +69,11 @@ CSV_COLUMNS = [
     "online_pwm_return", "sac_return", "dataset_env_steps",
 ]  # fmt: skip
 # The published learning curves, newest edition first (an edition being rerun may lack a cell).
-COMMITTED_CURVES = ("learning.csv", "learning_2026-11-26/learning.csv")
+COMMITTED_CURVES = (
+    "learning.csv",
+    "learning_2026-11-30/learning.csv",
+    "learning_2026-11-26/learning.csv",
+)
 # Which online agent's replay buffer makes each task's data, and its budget (env steps).
 # SAC for the locomotion tasks: 2-3x cheaper per env step than online PWM on this CPU and
 # within the seed spread of it at 100k on cheetah-run (learning_2026-11-26.md); PWM on cartpole-swingup,
