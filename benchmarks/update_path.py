@@ -307,11 +307,10 @@ def main(argv=None) -> list[dict]:
         for preset in ("1M", "5M"):
             for v in variants:
                 cases.append(("pretrain_update", preset, 256, v, partial(pretrain, preset)))
-    for what, fn in (("online", online), ("sac", sac)):
-        if what in args.only and not args.quick:
-            cases += [
-                (f"{what}_update", what.replace("online", "pwm"), None, v, fn) for v in variants
-            ]
+    for only, what, preset, fn in (("online", "online_update", "pwm", online),
+                                   ("sac", "sac_update", "sac", sac)):  # fmt: skip
+        if only in args.only and not args.quick:
+            cases += [(what, preset, None, v, fn) for v in variants]
     failed = []
     for what, preset, batch, variant, measure in cases:
         try:  # one failing case (a compile mode on a new device, say) loses no other row
