@@ -25,6 +25,11 @@ kept).
     python benchmarks/learning.py --jobs 2 ...       # two runs at a time, one thread each
     python benchmarks/learning.py --quick            # smoke comparison, < 15 min on 2 cores
     python benchmarks/learning.py --markdown         # only rebuild the CSV, plots and table
+    python benchmarks/learning.py --carry-published ...  # on a new machine: keep the committed runs
+
+Run folders do not outlive their machine: ``--carry-published`` rebuilds the runs that
+``learning_runs.csv`` lists but ``--runs-dir`` lacks from the published CSVs (curve, wall-clock,
+threads, compile, machine, calibration) and skips those cells when planning.
 
 Extra Hydra overrides for every run follow ``--`` (e.g. ``-- device=cuda``).
 """
@@ -42,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -103,10 +109,23 @@ class Run:
     eval_csv: Path
     timings: Path
     source: str = "learning"  # learning | online run | online copy
+    # a run whose folder is not here (an earlier machine's), carried from the published CSVs:
+    # {"evals": read_eval_csv-like columns, "total_s", "threads", "compiled", "calibration"}
+    published: dict | None = None
 
     @property
     def finished(self) -> bool:
-        return self.timings.exists() and self.eval_csv.exists()
+        return self.published is not None or (self.timings.exists() and self.eval_csv.exists())
+
+    def evals(self) -> dict[str, list[float]]:
+        """The run's evaluations: ``env_steps``, ``return_mean``, ``return_std``,
+        ``wall_time_s`` columns."""
+        return self.published["evals"] if self.published else read_eval_csv(self.eval_csv)
+
+    def wall_clock_s(self) -> float:
+        if self.published:
+            return self.published["total_s"]
+        return json.loads(self.timings.read_text()).get("total_s", float("nan"))
 
 
 def run_dir(runs_root: Path, algorithm: str, task: str, seed: int, budget: int) -> Path:
@@ -150,8 +169,9 @@ def _lock_holder(d: Path) -> int | None:
 @dataclass
 class Step:
     """What :func:`plan` decided for one cell: ``done`` (finished here), ``import`` (PWM's
-    online result), ``run`` (fresh), ``resume`` (checkpoint), ``busy`` (another process has it),
-    ``wait`` (an unfinished online PWM run)."""
+    online result), ``carried`` (published, its folder not here, and carried on request),
+    ``run`` (fresh), ``resume`` (checkpoint), ``busy`` (another process has it), ``wait`` (an
+    unfinished online PWM run)."""
 
     action: str
     run: Run
@@ -166,8 +186,12 @@ def plan(
     runs_root: Path = RUNS,
     online_runs: Path | None = None,
     online_results: Path | None = None,
+    published: Sequence[Run] = (),
 ) -> list[Step]:
-    """Decide, for every cell, whether to skip, import, resume or start it (nothing is run)."""
+    """Decide, for every cell, whether to skip, import, resume or start it (nothing is run).
+    ``published``: the carried runs (:func:`published_runs`), skipped where no folder of the
+    cell's is here."""
+    carried = {(r.algorithm, r.task, r.seed, r.budget): r for r in published}
     unknown = sorted(set(algorithms) - set(SCRIPTS))
     if unknown:
         raise ValueError(f"Unknown algorithm(s) {unknown}; choose from {sorted(SCRIPTS)}.")
@@ -178,6 +202,9 @@ def plan(
                 local = _local(runs_root, algorithm, task, seed, budget)
                 if local.finished:
                     steps.append(Step("done", local))
+                    continue
+                if (algorithm, task, seed, budget) in carried and not local.run_dir.exists():
+                    steps.append(Step("carried", carried[algorithm, task, seed, budget]))
                     continue
                 if _lock_holder(local.run_dir) is not None:
                     steps.append(Step("busy", local))
@@ -300,20 +327,28 @@ def _hydra_config(run: Run):
 
 def _threads(run: Run, conf=None) -> str:
     """Torch threads of the run (``"?"`` where its Hydra config is not at hand)."""
+    if run.published:
+        return run.published["threads"] or "?"
     conf = _hydra_config(run) if conf is None else conf
     return "?" if conf is None else str(conf.get("threads", "?"))
 
 
+def _compiled(run: Run) -> bool:
+    """Whether the run set ``compile.enabled=true``."""
+    if run.published:
+        return run.published["compiled"]
+    conf = _hydra_config(run)
+    return bool(conf is not None and OmegaConf.select(conf, "compile.enabled", default=False))
+
+
 def _setup(run: Run) -> str:
     """``"1 thr."``, or ``"1 thr., compiled"`` under ``compile.enabled=true``."""
-    conf = _hydra_config(run)
-    compiled = conf is not None and OmegaConf.select(conf, "compile.enabled", default=False)
-    return f"{_threads(run, conf)} thr." + (", compiled" if compiled else "")
+    return f"{_threads(run)} thr." + (", compiled" if _compiled(run) else "")
 
 
 def final_return(run: Run) -> tuple[int, float]:
     """(env steps, mean return) of the run's last evaluation."""
-    data = read_eval_csv(run.eval_csv)
+    data = run.evals()
     return int(data["env_steps"][-1]), data["return_mean"][-1]
 
 
@@ -333,7 +368,7 @@ def mean_return_over_run(run: Run, points: int = 20) -> float:
     normalised area under the curve), on a grid common to algorithms that evaluate at
     different env steps (PPO evaluates after whole collector batches).
     """
-    data = read_eval_csv(run.eval_csv)
+    data = run.evals()
     grid = [run.budget * (k + 1) / points for k in range(points)]
     # np.interp holds the end values beyond the first and last evaluations
     return float(np.interp(grid, data["env_steps"], data["return_mean"]).mean())
@@ -365,8 +400,11 @@ def calibration(run: Run, last_evals: int = 3) -> dict[str, float | None]:
     - ``action_saturation``: the fraction of imagined pre-tanh means beyond ±3 over the
       second half of the env steps run so far.
 
-    ``None`` where the run did not log the metric (an algorithm other than PWM, another logger).
+    ``None`` where the run did not log the metric (an algorithm other than PWM, another logger),
+    or where a carried run's published row does not have it.
     """
+    if run.published:
+        return dict(run.published["calibration"])
     promised = logged_scalar(run.run_dir, "eval/model_policy_return")
     earned_at = dict(logged_scalar(run.run_dir, "eval/model_real_return"))
     # the last evaluations that logged both, paired by env step; sums, not a mean of ratios
@@ -395,34 +433,108 @@ def mean_std_cell(values: Sequence[float | None], digits: int = 0, suffix: str =
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}{suffix}"
 
 
+CALIBRATION = ("promised_over_earned", "value_ratio", "reward_mae", "action_saturation")
+
+
 def write_csvs(runs: Sequence[Run], results: Path) -> tuple[Path, Path]:
+    """``learning.csv`` (every evaluation of every run) and ``learning_runs.csv`` (one row per
+    run, with its set-up and calibration): together, all :func:`published_runs` needs to
+    rebuild the table once the run folders are gone."""
     results.mkdir(parents=True, exist_ok=True)
     curves, table = results / "learning.csv", results / "learning_runs.csv"
     with curves.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["algorithm", "task", "seed", "env_steps", "eval_return", "wall_time", "budget"])
+        w.writerow(["algorithm", "task", "seed", "env_steps", "eval_return", "wall_time", "budget",
+                    "return_std"])  # fmt: skip
         for run in runs:
-            d = read_eval_csv(run.eval_csv)
-            for steps, ret, wall in zip(d["env_steps"], d["return_mean"], d["wall_time_s"]):
+            d = run.evals()
+            stds = d.get("return_std") or [float("nan")] * len(d["env_steps"])
+            for steps, ret, wall, std in zip(d["env_steps"], d["return_mean"], d["wall_time_s"],
+                                             stds):  # fmt: skip
                 w.writerow([run.algorithm, run.task, run.seed, int(steps), f"{ret:.2f}",
-                            f"{wall:.1f}", run.budget])  # fmt: skip
+                            f"{wall:.1f}", run.budget, f"{std:.2f}"])  # fmt: skip
     with table.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["algorithm", "task", "seed", "budget", "final_env_steps", "final_return",
-                    "wall_clock_s", "threads", "source"])  # fmt: skip
+                    "wall_clock_s", "threads", "source", "compiled", "machine",
+                    *CALIBRATION])  # fmt: skip
         for run in runs:
             steps, ret = final_return(run)
-            total = json.loads(run.timings.read_text()).get("total_s", float("nan"))
+            cal = calibration(run)
             w.writerow([run.algorithm, run.task, run.seed, run.budget, steps, f"{ret:.2f}",
-                        total, _threads(run), run.source])  # fmt: skip
+                        run.wall_clock_s(), _threads(run), run.source, str(_compiled(run)).lower(),
+                        run_machine(run),
+                        *("" if cal[k] is None else f"{cal[k]:.4g}" for k in CALIBRATION)])  # fmt: skip
     return curves, table
+
+
+def published_runs(results: Path) -> list[Run]:
+    """The runs listed in ``results``' ``learning_runs.csv``, carried from the published CSVs
+    (curves from ``learning.csv``): a run made on an earlier machine whose folder is gone.
+
+    Raises:
+        ValueError: a listed run without its evaluations in ``learning.csv``.
+    """
+    table, curves = results / "learning_runs.csv", results / "learning.csv"
+    if not table.exists():
+        return []
+    evals: dict[tuple[str, ...], list[dict]] = {}
+    with curves.open(newline="") as f:
+        for row in csv.DictReader(f):
+            key = (row["algorithm"], row["task"], row["seed"], row["budget"])
+            evals.setdefault(key, []).append(row)
+    with table.open(newline="") as f:
+        listed = list(csv.DictReader(f))
+    runs = []
+    for row in listed:
+        key = (row["algorithm"], row["task"], row["seed"], row["budget"])
+        if key not in evals:
+            raise ValueError(f"{table} lists {' '.join(key)}, which {curves} has no "
+                             "evaluations of: the two files do not belong together.")  # fmt: skip
+        runs.append(_published_run(row, evals[key]))
+    return runs
+
+
+def published_commands(results: Path) -> list[str]:
+    """The commands the published ``learning.md`` lists in its generated part."""
+    path = results / "learning.md"
+    text = path.read_text() if path.exists() else ""
+    if BEGIN not in text or END not in text:
+        return []
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    if "```bash\n" not in block:
+        return []
+    fenced = block.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in fenced.splitlines() if line.strip()]
+
+
+def _published_run(row: dict, evals: Sequence[dict]) -> Run:
+    """A :class:`Run` from its ``learning_runs.csv`` row and its ``learning.csv`` rows."""
+    nan = float("nan")
+    algorithm, task, seed, budget = row["algorithm"], row["task"], row["seed"], row["budget"]
+    d = Path("<published>") / algorithm / f"{task}_{budget}" / f"seed{seed}"
+    published = {
+        "evals": {
+            "env_steps": [float(r["env_steps"]) for r in evals],
+            "return_mean": [float(r["eval_return"]) for r in evals],
+            "return_std": [float(r.get("return_std") or nan) for r in evals],
+            "wall_time_s": [float(r["wall_time"]) for r in evals],
+        },
+        "total_s": float(row["wall_clock_s"]),
+        "threads": "" if row["threads"] == "?" else row["threads"],
+        "compiled": row.get("compiled") == "true",
+        "machine": row.get("machine", ""),
+        "calibration": {k: float(row[k]) if row.get(k) else None for k in CALIBRATION},
+    }
+    return Run(algorithm, task, int(seed), int(budget), d, d / "eval.csv", d / "timings.json",
+               row["source"], published)  # fmt: skip
 
 
 def write_plots(runs: Sequence[Run], results: Path) -> list[Path]:
     out = []
     for task, budget in sorted({(r.task, r.budget) for r in runs}):
         curves = {
-            LABELS[a]: [r.eval_csv for r in runs if (r.algorithm, r.task, r.budget) == (a, task, budget)]
+            LABELS[a]: [r.evals() for r in runs if (r.algorithm, r.task, r.budget) == (a, task, budget)]
             for a in SCRIPTS
         }  # fmt: skip
         out.append(
@@ -461,6 +573,21 @@ def _machine() -> str:
     )
 
 
+def run_machine(run: Run) -> str:
+    """Where the run was made: this machine, or what its published row recorded (``""``: not
+    recorded, rows published before 2026-12-01)."""
+    return run.published["machine"] if run.published else _machine()
+
+
+def machines_line(runs: Sequence[Run]) -> str:
+    """``"Machine: ..."``, or each machine with its number of runs where they differ (runs
+    carried from the published CSVs were made on earlier machines)."""
+    count = Counter(run_machine(r) or "not recorded" for r in runs) or Counter([_machine()])
+    if len(count) == 1:
+        return f"Machine: {next(iter(count))}."
+    return "Machines: " + "; ".join(f"{m} ({n} runs)" for m, n in count.most_common()) + "."
+
+
 def calibration_section(runs: Sequence[Run], tasks: Sequence[str], budgets) -> list[str]:
     """Markdown lines: :func:`calibration` of the PWM runs, mean ± std over seeds per task and
     budget (empty when no PWM run logged it), so that the table says *why* a cell is lost."""
@@ -468,12 +595,13 @@ def calibration_section(runs: Sequence[Run], tasks: Sequence[str], budgets) -> l
     for task in tasks:
         for budget in budgets:
             sel = [r for r in runs if (r.algorithm, r.task, r.budget) == ("pwm", task, budget)]
-            cal = [calibration(r) for r in sel]
-            if not any(v is not None for c in cal for v in c.values()):
+            # the runs that logged it (a carried run's published row may not have it)
+            cal = [c for c in map(calibration, sel) if any(v is not None for v in c.values())]
+            if not cal:
                 continue
             col = {k: [c[k] for c in cal] for k in cal[0]}
             rows.append(
-                f"| {task} | {budget // 1000}k | {len(sel)} "
+                f"| {task} | {budget // 1000}k | {len(cal)} "
                 f"| {mean_std_cell(col['promised_over_earned'], 2, 'x')} "
                 f"| {mean_std_cell(col['value_ratio'], 2)} "
                 f"| {mean_std_cell(col['reward_mae'], 3)} "
@@ -490,7 +618,8 @@ def calibration_section(runs: Sequence[Run], tasks: Sequence[str], budgets) -> l
         "evaluations; 1 is an honest model); *V / G*, the critic's value of real states over "
         "their real discounted return-to-go; *reward error*, the model's mean absolute reward "
         "error (means of the last 3); *saturation*, the fraction of imagined pre-tanh action "
-        "means beyond ±3 over the second half of the run. Mean ± std over seeds.",
+        "means beyond ±3 over the second half of the run. Mean ± std over the seeds that "
+        "logged them (*seeds*).",
         "",
         "| task | budget | seeds | promised / earned | V / G | reward error | saturation |",
         "|---|---|---|---|---|---|---|",
@@ -503,7 +632,7 @@ def markdown(runs: Sequence[Run], commands: Sequence[str]) -> str:
     """The generated part of ``learning.md``."""
     tasks = list(TABLE_TASKS) + sorted({r.task for r in runs} - set(TABLE_TASKS))
     lines = [BEGIN, ""]
-    lines += [f"Machine: {_machine()}.", ""]
+    lines += [machines_line(runs), ""]
     lines += ["Commands (resumable; rerunning skips finished runs):", "", "```bash"]
     lines += [*commands, "```", ""]
     lines += [
@@ -562,7 +691,7 @@ def markdown(runs: Sequence[Run], commands: Sequence[str]) -> str:
                 if not sel:
                     cells.append("*not run*")
                     continue
-                mins = [json.loads(r.timings.read_text())["total_s"] / 60 for r in sel]
+                mins = [r.wall_clock_s() / 60 for r in sel]
                 setups = [_setup(r) for r in sel]
                 if len(set(setups)) == 1:  # "19, 18 (1 thr.)"
                     cell = ", ".join(f"{m:.0f}" for m in mins) + f" ({setups[0]})"
@@ -623,11 +752,23 @@ def record_command(runs_root: Path, cli: str) -> list[str]:
     return seen
 
 
-def publish(results: Path, runs_root: Path, **discover_kwargs) -> list[Run]:
+def publish(
+    results: Path, runs_root: Path, *, carry_published: bool = False, **discover_kwargs
+) -> list[Run]:
     """Rewrite the CSVs, plots and table of ``results`` from the finished runs, unless that
     would drop runs the published table lists (then nothing is written and a note printed:
-    use ``--results-dir`` for runs of another study)."""
+    use ``--results-dir`` for runs of another study). With ``carry_published``, the published
+    runs whose folders are not under ``runs_root`` (an earlier machine's) are carried from the
+    published CSVs instead (:func:`published_runs`)."""
     runs = discover(runs_root, **discover_kwargs)
+    if carry_published:
+        here = {(r.algorithm, r.task, r.seed, r.budget) for r in runs}
+        carried = [r for r in published_runs(results)
+                   if (r.algorithm, r.task, r.seed, r.budget) not in here]  # fmt: skip
+        if carried:
+            print(f"[carried] {len(carried)} published run(s) whose folders are not under "
+                  f"{runs_root}, from {results / 'learning_runs.csv'}", flush=True)  # fmt: skip
+        runs = sorted([*runs, *carried], key=lambda r: (r.algorithm, r.task, r.seed, r.budget))
     missing = unrebuilt_rows(
         results / "learning_runs.csv",
         ("algorithm", "task", "seed", "budget"),
@@ -637,12 +778,15 @@ def publish(results: Path, runs_root: Path, **discover_kwargs) -> list[Run]:
         print(
             f"[kept] {results / 'learning_runs.csv'} lists {len(missing)} run(s) not found "
             f"under {runs_root} (e.g. {missing[0]}): not rewriting {results}; pass "
-            "--results-dir to publish these runs elsewhere.",
+            "--carry-published to keep them from the published CSVs, or --results-dir to "
+            "publish these runs elsewhere.",
             flush=True,
         )
         return runs
     path = runs_root / "commands.txt"
     commands = path.read_text().splitlines() if path.exists() else []
+    if carry_published:  # the carried runs' commands first, each once
+        commands = list(dict.fromkeys([*published_commands(results), *commands]))
     if any(r.source != "learning" for r in runs):
         commands.append(ONLINE_COMMAND)
     write_csvs(runs, results)
@@ -687,6 +831,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--import-online", action="store_true",
                    help="use PWM's benchmarks/online.py runs of a cell instead of running it "
                    "(only if they used today's defaults)")  # fmt: skip
+    p.add_argument("--carry-published", action="store_true",
+                   help="keep the published runs whose folders are not under --runs-dir (an "
+                   "earlier machine's) from the results' CSVs, and do not rerun them")  # fmt: skip
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--results-dir", type=Path, default=None)
     args = p.parse_args(argv)
@@ -715,6 +862,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         budgets=[args.env_steps],
         tasks=args.tasks,
         seeds=args.seeds,
+        carry_published=args.carry_published,
     )
     if args.markdown:
         runs = publish(results, runs_root, **discover_kwargs)
@@ -722,7 +870,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     steps = plan(args.algorithms, args.tasks, args.seeds, args.env_steps, runs_root=runs_root,
-                 online_runs=online[0], online_results=online[1])  # fmt: skip
+                 online_runs=online[0], online_results=online[1],
+                 published=published_runs(results) if args.carry_published else ())  # fmt: skip
 
     def command_for(step: Step) -> list[str]:
         return command(step.run, resume=step.action == "resume", eval_every=args.eval_every,
@@ -735,6 +884,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = f"{r.algorithm} {r.task} seed {r.seed} ({r.budget} env steps)"
         if step.action in ("done", "import"):
             print(f"[{step.action}] {name}: {r.eval_csv}", flush=True)
+        elif step.action == "carried":
+            print(f"[carried] {name}: from {results / 'learning_runs.csv'}", flush=True)
         elif step.action == "busy":
             print(f"[busy] {name}: pid {_lock_holder(r.run_dir)} holds {r.run_dir}", flush=True)
         elif step.action == "wait":

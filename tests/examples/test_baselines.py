@@ -140,7 +140,7 @@ def test_learning_plan_skips_resumes_imports_and_waits(tmp_path):
     }
     rows = list(csv.DictReader((results / "learning.csv").open()))
     assert list(rows[0]) == ["algorithm", "task", "seed", "env_steps", "eval_return", "wall_time",
-                             "budget"]  # fmt: skip
+                             "budget", "return_std"]  # fmt: skip
     assert len(rows) == 6 and {r["budget"] for r in rows} == {"1000"}
     per_run = {
         (r["algorithm"], r["task"]): r
@@ -275,6 +275,62 @@ def test_learning_calibration_by_hand_and_in_the_table(tmp_path):
     table = lb.markdown(runs_, ["python benchmarks/learning.py"])
     assert "| walker-walk | 1k | 1 | 15.00x | 2.00 | - | 0.30 |" in table
     assert table.count("| walker-walk | 1k | 1 |") == 1  # no row from the SAC run
+
+
+def test_learning_carries_published_runs_whose_folders_are_gone(tmp_path, capsys):
+    """A new machine has the committed CSVs but not the run folders: with carry_published the
+    table is rebuilt from the CSVs (returns, curves, wall-clock, set-up, calibration,
+    commands) plus the runs made here; the planner skips the carried cells."""
+    lb = _learning()
+    old_runs, results = tmp_path / "old_runs", tmp_path / "results"
+    pwm = old_runs / "pwm" / "walker-walk_1000" / "seed0"
+    _fake_run(pwm, [10, 20, 30, 40], [250, 500, 750, 1000], total_s=600.0)
+    _scalars(pwm, "eval/model_policy_return", [(750, 9.0), (1000, 12.0)])
+    _scalars(pwm, "eval/model_real_return", [(750, 3.0), (1000, 4.0)])
+    (pwm / ".hydra").mkdir()
+    (pwm / ".hydra" / "config.yaml").write_text("threads: 1\ncompile:\n  enabled: true\n")
+    _fake_run(old_runs / "sac" / "walker-walk_1000" / "seed0", [5, 7], [500, 1000], total_s=300.0)
+    lb.record_command(old_runs, "python benchmarks/learning.py --seeds 0")
+    before = lb.publish(results, old_runs, online_runs=None, online_results=None)
+    md_before = (results / "learning.md").read_text()
+
+    # elsewhere, later: the old folders are gone; one new run (seed 1) is made
+    runs = tmp_path / "runs"
+    _fake_run(runs / "sac" / "walker-walk_1000" / "seed1", [1, 9], [500, 1000], total_s=360.0)
+    lb.record_command(runs, "python benchmarks/learning.py --seeds 1")
+    steps = lb.plan(["pwm", "sac"], ["walker-walk"], [0, 1], 1000, runs_root=runs,
+                    published=lb.published_runs(results))  # fmt: skip
+    actions = {(s.run.algorithm, s.run.seed): s.action for s in steps}
+    assert actions == {("pwm", 0): "carried", ("sac", 0): "carried", ("pwm", 1): "run",
+                       ("sac", 1): "done"}  # fmt: skip
+    found = lb.publish(results, runs, carry_published=True, online_runs=None, online_results=None)
+    assert "[carried] 2 published run(s)" in capsys.readouterr().out
+    assert [(r.algorithm, r.seed, r.published is not None) for r in found] == [
+        ("pwm", 0, True), ("sac", 0, True), ("sac", 1, False)]  # fmt: skip
+    for old, new in zip(before, found):  # the carried runs read as their folders did
+        assert lb.final_return(new) == lb.final_return(old)
+        assert lb.mean_return_over_run(new) == pytest.approx(lb.mean_return_over_run(old))
+        assert new.wall_clock_s() == old.wall_clock_s()
+        assert lb._setup(new) == lb._setup(old)
+        assert lb.calibration(new) == pytest.approx(lb.calibration(old), nan_ok=True)
+    assert lb._setup(found[0]) == "1 thr., compiled"
+    assert lb.calibration(found[0])["promised_over_earned"] == pytest.approx(21 / 7)
+    md = (results / "learning.md").read_text()
+    # mean over the run, by hand: SAC (5 + 5.2 ... 7: 5.55) and (1 + 1.8 ... 9: 3.2)
+    assert "| walker-walk | 1k | 22 (1) | 4 ± 1 (2) | *not run* |" in md
+    assert "| walker-walk | 1k | 10 (1 thr., compiled) | 5, 6 (? thr.) | *not run* |" in md
+    assert "| walker-walk | 1k | 1 | 3.00x | - | - | - |" in md  # carried calibration
+    assert md.index("--seeds 0\n") < md.index("--seeds 1\n")  # both commands, in order
+    assert md.split("Machine")[0] == md_before.split("Machine")[0]
+    # rebuilt again from its own output: nothing drifts
+    csvs = [(results / f).read_text() for f in ("learning.csv", "learning_runs.csv")]
+    lb.publish(results, tmp_path / "empty", carry_published=True, online_runs=None,
+               online_results=None)  # fmt: skip
+    assert [(results / f).read_text() for f in ("learning.csv", "learning_runs.csv")] == csvs
+    # the two CSVs must belong together
+    (results / "learning.csv").write_text((results / "learning.csv").read_text().split("\n")[0])
+    with pytest.raises(ValueError, match="do not belong together"):
+        lb.published_runs(results)
 
 
 def test_learning_cli_dry_run_and_bad_input(tmp_path):

@@ -63,7 +63,7 @@ def read_eval_csv(path: str | Path) -> dict[str, list[float]]:
 
 
 def plot_learning_curves(
-    curves: Mapping[str, Sequence[str | Path]],
+    curves: Mapping[str, Sequence[str | Path | Mapping[str, Sequence[float]]]],
     out_path: str | Path,
     *,
     title: str = "",
@@ -74,7 +74,8 @@ def plot_learning_curves(
     episodes' std).
 
     Args:
-        curves: ``{label: [eval CSV of each seed]}``.
+        curves: ``{label: [eval CSV of each seed]}``; a seed may also be given as the CSV's
+            columns, as :func:`read_eval_csv` returns them.
         out_path: the PNG to write.
 
     Keyword Args:
@@ -97,7 +98,7 @@ def plot_learning_curves(
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label, paths in curves.items():
-        runs = [read_eval_csv(p) for p in paths]
+        runs = [p if isinstance(p, Mapping) else read_eval_csv(p) for p in paths]
         runs = [r for r in runs if r]
         if not runs:
             continue
