@@ -6,7 +6,9 @@ task, seeds, budget and evaluation protocol. Runs go to
 ``outputs/benchmarks/ablation/<arm>/pwm/<task>_<budget>/seed<k>/``, the layout of
 ``benchmarks/learning.py``, whose planner, command line and run lock this script uses: a
 finished run is skipped, an interrupted one resumes from its checkpoint, a run another
-process holds is left alone. Results: ``docs/results/ablation.csv`` (one row per run) and
+process holds is left alone. Run folders do not outlive their machine, so the committed
+``ablation.csv`` is the record: its rows are kept for the runs that are not here, and a run
+it lists as finished is not rerun (delete its row to rerun it). Results: ``docs/results/ablation.csv`` (one row per run) and
 ``docs/results/ablation.md`` (mean over seeds per arm). Calibration columns are read from the
 metrics every PWM evaluation logs (``eval/model_*``, ``eval/value_ratio``) and the training
 scalar ``action_saturation``.
@@ -233,6 +235,43 @@ def collect(arms: Sequence[str], tasks, seeds, budget: int, runs_root: Path) -> 
     return rows
 
 
+KEY = ("arm", "task", "seed", "budget")
+
+
+def published_rows(results: Path) -> list[dict]:
+    """The rows of the committed ``ablation.csv``, typed as :func:`summarise` returns them:
+    run folders do not outlive their machine, the table must (every figure of a row is in
+    the CSV)."""
+    path = results / "ablation.csv"
+    if not path.exists():
+        return []
+    typed = {"seed": int, "budget": int, "env_steps": int}
+    rows = []
+    with path.open(newline="") as f:
+        for raw in csv.DictReader(f):
+            row = {}
+            for k in FIELDS:
+                v = raw.get(k, "")
+                if k in ("arm", "task"):
+                    row[k] = v
+                elif k == "finished":
+                    row[k] = v == "True"
+                else:
+                    row[k] = typed.get(k, float)(v) if v != "" else None
+            rows.append(row)
+    return rows
+
+
+def merge(rows: Sequence[dict], published: Sequence[dict]) -> list[dict]:
+    """``rows`` (the runs here) and the published rows of every other run, in :data:`ARMS`'
+    order; an arm no longer in :data:`ARMS` is dropped."""
+    here = {tuple(r[k] for k in KEY) for r in rows}
+    kept = [r for r in published if tuple(r[k] for k in KEY) not in here and r["arm"] in ARMS]
+    order = list(ARMS)
+    return sorted([*rows, *kept], key=lambda r: (order.index(r["arm"]), r["task"], r["budget"],
+                                                 r["seed"]))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     argv, extra = learning.split_overrides(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -257,10 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     def _publish() -> None:
         rows = collect(args.arms, args.tasks, args.seeds, args.env_steps, args.runs_dir)
         if rows:
+            rows = merge(rows, published)
             done = sum(r["finished"] for r in rows)
             path = write(rows, args.results_dir, cli)
             print(f"{len(rows)} runs ({done} finished) -> {path}", flush=True)
 
+    published = published_rows(args.results_dir)  # runs made before, here or elsewhere
+    finished_elsewhere = {tuple(r[k] for k in KEY) for r in published if r["finished"]}
     if args.markdown:
         publish()
         return 0
@@ -274,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{arm} {r.task} seed {r.seed}"
             if step.action in ("done", "busy"):
                 print(f"[{step.action}] {name}: {r.run_dir}", flush=True)
+                continue
+            if (arm, r.task, r.seed, r.budget) in finished_elsewhere and not r.run_dir.exists():
+                print(f"[published] {name}: {args.results_dir / 'ablation.csv'}", flush=True)
                 continue
             cmd = learning.command(r, resume=step.action == "resume", eval_every=args.eval_every,
                                    eval_episodes=args.eval_episodes, threads=threads,

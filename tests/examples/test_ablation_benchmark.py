@@ -84,3 +84,36 @@ def test_every_arm_spells_out_its_sizes():
                     "actor.imagination_horizon=8"} <= set(overrides)  # fmt: skip
         else:
             assert overrides[: len(common.SIXTEEN_STEP)] == list(common.SIXTEEN_STEP), arm
+
+
+def test_published_rows_survive_a_machine_without_their_run_folders(tmp_path):
+    """Run folders do not outlive their machine: the committed ablation.csv's rows are kept
+    beside the runs made here, round-trip unchanged, and a finished one is not rerun."""
+    ablation = load_module(SCRIPT)
+    res = tmp_path / "res"
+    res.mkdir()
+    row = dict.fromkeys(ablation.FIELDS, "")
+    finished = {**row, "arm": "paper", "task": "walker-walk", "seed": "10", "budget": "100000",
+                "env_steps": "100000", "finished": "True", "final_return": "510.25",
+                "mean_return": "212.5", "value_ratio": "2.46", "wall_clock_min": "79.0"}  # fmt: skip
+    unfinished = {**finished, "arm": "hinge", "env_steps": "40000", "finished": "False"}
+    with (res / "ablation.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ablation.FIELDS)
+        w.writeheader()
+        w.writerows([unfinished, finished])
+    out = _cli(tmp_path, "--dry-run", "--arms", "paper", "hinge", "--seeds", "10")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[published] paper walker-walk seed 10" in out.stdout
+    assert "[run] hinge walker-walk seed 10" in out.stdout and "[run] paper" not in out.stdout
+
+    published = ablation.published_rows(res)
+    assert published[1]["final_return"] == 510.25 and published[1]["seed"] == 10
+    assert published[1]["finished"] is True and published[1]["reward_mae"] is None
+    here = {**published[0], "env_steps": 100_000, "finished": True, "final_return": 300.0}
+    merged = ablation.merge([here], published)
+    assert [(r["arm"], r["final_return"]) for r in merged] == [("paper", 510.25),
+                                                               ("hinge", 300.0)]  # fmt: skip
+    ablation.write(merged, res, "python benchmarks/ablation.py")
+    assert ablation.published_rows(res) == merged  # the CSV round-trips
+    table = (res / "ablation.md").read_text()
+    assert "| `paper` |" in table and "| 510 | 212 | - | 2.46 | - | - | 79.0 |" in table
