@@ -43,11 +43,27 @@ ROOT = learning.ROOT
 RUNS = ROOT / "outputs" / "benchmarks" / "ablation"
 RESULTS = ROOT / "docs" / "results"
 
+
+def _but(overrides: Sequence[str], *changes: str) -> list[str]:
+    """``overrides`` with each ``key=value`` of ``changes`` replacing the same key's (Hydra
+    refuses a key given twice), or appended."""
+    keys = {c.split("=", 1)[0] for c in changes}
+    return [o for o in overrides if o.split("=", 1)[0] not in keys] + list(changes)
+
+
+CHEAP = [
+    "actor.mean_penalty_coef=0.0",
+    "world_model.batch_size=128",
+    "world_model.horizon=8",
+    "actor.imagination_horizon=8",
+]
+
 #: arm -> (what it changes, Hydra overrides). ``paper`` is the baseline: PWM's actor and
 #: horizons as published, in the 16-step recipe (``_common.SIXTEEN_STEP``, 256 slices) at the
 #: example's online settings otherwise (update ratio, network sizes). Every other single-change
 #: arm adds one change to it; ``all`` combines the cheap ones; ``cheap`` is the example's
-#: defaults since 2026-11-30, spelled out so that a later default change leaves it alone.
+#: defaults since 2026-11-30, spelled out so that a later default change leaves it alone, and
+#: each ``cheap-*`` arm undoes one of its changes.
 ARMS: dict[str, tuple[str, list[str]]] = {
     "paper": (
         "PWM's actor as published (no mean penalty)",
@@ -114,12 +130,24 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "cheap": (
         "+ a quarter of the FLOPs per run (update_cost.md): 128 slices, world-model slices and "
         "imagination of 8 steps (the example's default since 2026-11-30)",
-        [
-            "actor.mean_penalty_coef=0.0",
-            "world_model.batch_size=128",
-            "world_model.horizon=8",
-            "actor.imagination_horizon=8",
-        ],
+        CHEAP,
+    ),
+    # cheap, one of its changes undone (which of them carries the effect)
+    "cheap-im16": (
+        "`cheap`, but a 16-step imagination",
+        _but(CHEAP, "actor.imagination_horizon=16"),
+    ),
+    "cheap-wm16": (
+        "`cheap`, but 16-step world-model slices",
+        _but(CHEAP, "world_model.horizon=16"),
+    ),
+    "cheap-b256": (
+        "`cheap`, but 256 world-model slices",
+        _but(CHEAP, "world_model.batch_size=256"),
+    ),
+    "cheap-hinge": (
+        "`cheap`, plus the hinge mean penalty",
+        _but(CHEAP, "actor.mean_penalty_coef=1e-3", "actor.mean_penalty_threshold=3.0"),
     ),
     "all": (
         "hinge + target + std-floor",

@@ -73,16 +73,29 @@ def test_every_arm_overrides_existing_example_keys():
 
 
 def test_every_arm_spells_out_its_sizes():
-    """An arm measures the same recipe whatever the example's defaults become: every arm but
-    ``cheap`` runs the 16-step recipe, ``cheap`` its own 128 slices of 8 and 8-step imagination
-    (today's defaults, which it must not merely inherit)."""
+    """An arm measures the same recipe whatever the example's defaults become: ``cheap`` runs its
+    own 128 slices of 8 and 8-step imagination (today's defaults, which it must not merely
+    inherit), each ``cheap-*`` arm exactly one change away from it, every other arm the
+    16-step recipe."""
     ablation = load_module(SCRIPT)
     common = load_module(ROOT / "benchmarks" / "_common.py")
+    sizes = ("world_model.batch_size", "world_model.horizon", "actor.imagination_horizon")
+    cheap = set(ablation.ARMS["cheap"][1])
+    assert {"world_model.batch_size=128", "world_model.horizon=8",
+            "actor.imagination_horizon=8"} <= cheap  # fmt: skip
+    undone = {"cheap-im16": {"actor.imagination_horizon=16"},
+              "cheap-wm16": {"world_model.horizon=16"},
+              "cheap-b256": {"world_model.batch_size=256"},
+              "cheap-hinge": {"actor.mean_penalty_coef=1e-3",
+                              "actor.mean_penalty_threshold=3.0"}}  # fmt: skip
     for arm, (_, overrides) in ablation.ARMS.items():
-        if arm == "cheap":
-            assert {"world_model.batch_size=128", "world_model.horizon=8",
-                    "actor.imagination_horizon=8"} <= set(overrides)  # fmt: skip
-        else:
+        keys = [o.split("=", 1)[0] for o in overrides]
+        assert len(keys) == len(set(keys)), arm  # Hydra refuses a key given twice
+        assert set(sizes) <= set(keys), arm
+        if arm in undone:  # cheap with exactly the named changes
+            assert set(overrides) - cheap == undone[arm], arm
+            assert {o.split("=", 1)[0] for o in cheap} <= set(keys), arm  # nothing dropped
+        elif arm != "cheap":
             assert overrides[: len(common.SIXTEEN_STEP)] == list(common.SIXTEEN_STEP), arm
 
 
