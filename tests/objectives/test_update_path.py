@@ -48,7 +48,9 @@ def test_tensor_imagination_equals_the_env_rollout():
     wm.zero_grad(), critic.zero_grad()
     ref_return.sum().backward()
     for a, b in zip(ours, actor.parameters(), strict=True):
-        torch.testing.assert_close(a, b.grad)
+        # the same arithmetic in another order (H steps of backward through both rollouts):
+        # 1.7e-5 absolute on a gradient of ~5 on an Intel Xeon, over the fp32 default's 1e-5
+        torch.testing.assert_close(a, b.grad, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("lmbda", [0.0, 0.5, 0.95, 1.0])
