@@ -575,7 +575,7 @@ def _machine() -> str:
 
 def run_machine(run: Run) -> str:
     """Where the run was made: this machine, or what its published row recorded (``""``: not
-    recorded, rows published before 2026-12-01)."""
+    recorded: rows published before the column existed)."""
     return run.published["machine"] if run.published else _machine()
 
 

@@ -207,7 +207,7 @@ def test_ddp_two_ranks_equal_one_process_on_the_global_batch(pretrained, tmp_pat
         torch.testing.assert_close(metrics["loss_reward"].item(), row[3], rtol=1e-3, atol=0)
     # Adam moves a parameter by at most about lr per step, so two runs whose gradients differ
     # in rounding end at most 2 x steps x lr apart. On an AMD EPYC they agreed to 1e-5; on an
-    # Intel Xeon (2026-12-01) up to 5.9e-4 apart, widely over 1e-5 (cause not yet isolated:
+    # Intel Xeon (2026-11-30, night) up to 5.9e-4 apart, widely over 1e-5 (cause not yet isolated:
     # reduction order is the suspect), hence this bound rather than a closeness test.
     bound = 2 * steps * cfg.optim.lr
     for name, value in world_model.state_dict().items():
