@@ -8,8 +8,9 @@ task, seeds, budget and evaluation protocol. Runs go to
 finished run is skipped, an interrupted one resumes from its checkpoint, a run another
 process holds is left alone. Run folders do not outlive their machine, so the committed
 ``ablation.csv`` is the record: its rows are kept for the runs that are not here, and a run
-it lists as finished is not rerun (delete its row to rerun it). Results: ``docs/results/ablation.csv`` (one row per run) and
-``docs/results/ablation.md`` (mean over seeds per arm). Calibration columns are read from the
+it lists as finished is not rerun (delete its row to rerun it). Results:
+``docs/results/ablation.csv`` (one row per run) and ``docs/results/ablation.md`` (mean over
+seeds per arm). Calibration columns are read from the
 metrics every PWM evaluation logs (``eval/model_*``, ``eval/value_ratio``) and the training
 scalar ``action_saturation``.
 

@@ -512,7 +512,7 @@ def _published_run(row: dict, evals: Sequence[dict]) -> Run:
     """A :class:`Run` from its ``learning_runs.csv`` row and its ``learning.csv`` rows."""
     nan = float("nan")
     algorithm, task, seed, budget = row["algorithm"], row["task"], row["seed"], row["budget"]
-    d = Path("<published>") / algorithm / f"{task}_{budget}" / f"seed{seed}"
+    d = run_dir(Path("<published>"), algorithm, task, int(seed), int(budget))
     published = {
         "evals": {
             "env_steps": [float(r["env_steps"]) for r in evals],
