@@ -114,6 +114,11 @@ class Run:
     published: dict | None = None
 
     @property
+    def key(self) -> tuple[str, str, int, int]:
+        """The cell: (algorithm, task, seed, budget)."""
+        return (self.algorithm, self.task, self.seed, self.budget)
+
+    @property
     def finished(self) -> bool:
         return self.published is not None or (self.timings.exists() and self.eval_csv.exists())
 
@@ -191,7 +196,7 @@ def plan(
     """Decide, for every cell, whether to skip, import, resume or start it (nothing is run).
     ``published``: the carried runs (:func:`published_runs`), skipped where no folder of the
     cell's is here."""
-    carried = {(r.algorithm, r.task, r.seed, r.budget): r for r in published}
+    carried = {r.key: r for r in published}
     unknown = sorted(set(algorithms) - set(SCRIPTS))
     if unknown:
         raise ValueError(f"Unknown algorithm(s) {unknown}; choose from {sorted(SCRIPTS)}.")
@@ -762,13 +767,13 @@ def publish(
     published CSVs instead (:func:`published_runs`)."""
     runs = discover(runs_root, **discover_kwargs)
     if carry_published:
-        here = {(r.algorithm, r.task, r.seed, r.budget) for r in runs}
+        here = {r.key for r in runs}
         carried = [r for r in published_runs(results)
-                   if (r.algorithm, r.task, r.seed, r.budget) not in here]  # fmt: skip
+                   if r.key not in here]  # fmt: skip
         if carried:
             print(f"[carried] {len(carried)} published run(s) whose folders are not under "
                   f"{runs_root}, from {results / 'learning_runs.csv'}", flush=True)  # fmt: skip
-        runs = sorted([*runs, *carried], key=lambda r: (r.algorithm, r.task, r.seed, r.budget))
+        runs = sorted([*runs, *carried], key=lambda r: r.key)
     missing = unrebuilt_rows(
         results / "learning_runs.csv",
         ("algorithm", "task", "seed", "budget"),
